@@ -1,0 +1,80 @@
+"""npe2 reader: NIfTI / MGZ files -> napari layer data tuples (no napari import)."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .io.nifti import Volume, is_volume_path, read_volume
+
+LayerDataTuple = tuple[Any, dict[str, Any], str]
+PathLike = str | os.PathLike
+METADATA_KEY = "mentalmap_volume"
+
+
+def napari_get_reader(path: PathLike | Sequence[PathLike]) -> Callable[..., list[LayerDataTuple]] | None:
+    """Return :func:`read_nifti` when every path is a .nii, .nii.gz or .mgz file, else None."""
+    paths = [path] if isinstance(path, str | os.PathLike) else list(path)
+    if not paths or not all(is_volume_path(p) for p in paths):
+        return None
+    return read_nifti
+
+
+def layer_name(path: PathLike) -> str:
+    """File name without .nii/.nii.gz/.mgz."""
+    name = Path(path).name
+    for suffix in (".nii.gz", ".nii", ".mgz"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def image_contrast_limits(data: np.ndarray) -> tuple[float, float]:
+    """0.5-99.5 percentiles of the non-zero voxels (whole range if that is degenerate)."""
+    values = data[data != 0] if np.any(data) else data.ravel()
+    if values.size > 2_000_000:
+        values = values[:: values.size // 1_000_000]
+    low, high = (float(v) for v in np.percentile(values, [0.5, 99.5]))
+    if not high > low:
+        low, high = float(data.min()), float(data.max())
+        if not high > low:
+            high = low + 1.0
+    return low, high
+
+
+def volume_to_layer_data(volume: Volume, name: str | None = None) -> LayerDataTuple:
+    """A :class:`Volume` as a napari image or labels layer data tuple.
+
+    ``scale`` and ``translate`` come from the canonical affine (no resampling), the
+    full description needed to save the layer again is in
+    ``metadata["mentalmap_volume"]``.
+    """
+    channel_axes = volume.data.ndim - 3
+    kwargs: dict[str, Any] = {
+        "name": name or (layer_name(volume.source) if volume.source else "volume"),
+        "scale": (1.0,) * channel_axes + tuple(volume.spacing),
+        "translate": (0.0,) * channel_axes + tuple(volume.origin),
+        "metadata": {METADATA_KEY: volume.metadata()},
+    }
+    if volume.is_labels:
+        return volume.data, kwargs, "labels"
+    kwargs["colormap"] = "gray"
+    kwargs["contrast_limits"] = image_contrast_limits(volume.data)
+    return volume.data, kwargs, "image"
+
+
+def read_nifti(path: PathLike | Sequence[PathLike]) -> list[LayerDataTuple]:
+    """Read one or more NIfTI/MGZ files; each file's notes are raised as ``UserWarning``."""
+    paths = [path] if isinstance(path, str | os.PathLike) else list(path)
+    layers: list[LayerDataTuple] = []
+    for one_path in paths:
+        volume = read_volume(one_path)
+        for note in volume.warnings:
+            warnings.warn(note, UserWarning, stacklevel=2)
+        layers.append(volume_to_layer_data(volume))
+    return layers
