@@ -1,0 +1,312 @@
+"""Volume preprocessing shared by every model: intensity normalisation, brain mask,
+crop + resample to a model grid (poses x H x W) and back to the input grid.
+
+All functions take arrays in the canonical orientation of :mod:`napari_mentalmap.io.nifti`
+(axis 0 = axial, inferior -> superior) and the voxel spacing in mm in the same axis order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy import ndimage
+from skimage import filters, morphology
+
+
+@dataclass(frozen=True)
+class GridSpec:
+    """The model grid: ``n_poses`` axial slices of ``size`` x ``size`` pixels.
+
+    The poses cover the middle ``coverage`` fraction of the brain's axial extent (the
+    paper's "middle 75 % of the brain"); in-plane, a square field of view of the brain's
+    largest in-plane extent plus ``margin`` on each side.
+    """
+
+    n_poses: int = 48
+    size: int = 64
+    coverage: float = 0.75
+    margin: float = 0.06
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class GridMapping:
+    """Axis-aligned map between an input volume's voxels and the model grid.
+
+    Grid index ``(p, r, c)`` sits at input voxel coordinates
+    ``(z0 + p * dz, y0 + r * dy, x0 + c * dx)``.
+    """
+
+    input_shape: tuple[int, int, int]
+    start: tuple[float, float, float]  # input voxel coordinate of grid index (0, 0, 0)
+    step: tuple[float, float, float]  # input voxels per grid step along each axis
+    grid_shape: tuple[int, int, int]
+
+    @property
+    def pose_positions(self) -> np.ndarray:
+        """Input axial index (float) of every pose."""
+        return self.start[0] + self.step[0] * np.arange(self.grid_shape[0])
+
+    def pose_to_slice(self, pose: int) -> int:
+        """Nearest input axial slice index of a grid pose."""
+        return int(round(float(self.pose_positions[pose])))
+
+    def slice_to_pose(self, slice_index: float) -> float:
+        """Grid pose coordinate (float) of an input axial slice index."""
+        return (float(slice_index) - self.start[0]) / self.step[0]
+
+    def covered_slices(self) -> tuple[int, int]:
+        """First and last input axial slice inside the grid's pose range (inclusive)."""
+        first = int(np.ceil(self.start[0] - 1e-6))
+        last = int(np.floor(self.pose_positions[-1] + 1e-6))
+        return max(first, 0), min(last, self.input_shape[0] - 1)
+
+    def to_dict(self) -> dict:
+        return {k: list(v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> GridMapping:
+        return cls(**{k: tuple(v) for k, v in values.items()})
+
+
+class NoBrainError(ValueError):
+    """The volume holds no brain-like foreground (empty, constant or all masked)."""
+
+
+def normalize_intensity(
+    volume: np.ndarray,
+    mask: np.ndarray | None = None,
+    low: float = 0.5,
+    high: float = 99.5,
+    clip: bool = True,
+) -> np.ndarray:
+    """Map the ``low``/``high`` percentiles of the intensities inside ``mask`` to 0 and 1.
+
+    Without a mask, the percentiles are taken over voxels above the volume's minimum
+    (the background of most scans). Voxels outside the mask are set to 0.
+    """
+    volume = np.asarray(volume, dtype=np.float32)
+    if mask is None:
+        foreground = volume[volume > volume.min()]
+    else:
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != volume.shape:
+            raise ValueError(f"mask shape {mask.shape} differs from volume shape {volume.shape}")
+        foreground = volume[mask]
+    foreground = foreground[np.isfinite(foreground)]
+    if foreground.size < 10:
+        raise NoBrainError("the volume has (almost) no foreground voxels to normalise")
+    # a subsample keeps percentiles of a 256^3 volume fast and their value within noise
+    if foreground.size > 2_000_000:
+        foreground = foreground[:: foreground.size // 1_000_000]
+    lo, hi = np.percentile(foreground, [low, high])
+    if hi - lo <= 1e-12 * max(1.0, abs(hi)):
+        raise NoBrainError("the volume is constant inside the brain: nothing to normalise")
+    out = (volume - np.float32(lo)) * np.float32(1.0 / (hi - lo))
+    if clip:
+        np.clip(out, 0.0, 1.0, out=out)
+    if mask is not None:
+        out[~mask] = 0.0
+    return out
+
+
+def _ball(radius_mm: float, spacing: tuple[float, float, float]) -> np.ndarray:
+    """An ellipsoidal structuring element of a physical radius on an anisotropic grid."""
+    radii = [max(1, int(round(radius_mm / s))) for s in spacing]
+    grids = np.ogrid[tuple(slice(-r, r + 1) for r in radii)]
+    return sum((g * s / radius_mm) ** 2 for g, s in zip(grids, spacing, strict=True)) <= 1.0
+
+
+def brain_mask(
+    volume: np.ndarray,
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
+    opening_mm: float = 6.0,
+) -> np.ndarray:
+    """A simple automatic brain mask for skull-stripped and non-stripped T1/FLAIR.
+
+    Otsu threshold of the foreground, a morphological opening of ``opening_mm`` that cuts
+    thin bridges between brain and skull/scalp, the largest connected component, and
+    hole filling. On a skull-stripped volume this is essentially its non-zero region.
+    It is a rough mask for cropping and normalising, not a segmentation.
+    """
+    volume = np.nan_to_num(np.asarray(volume, dtype=np.float32))
+    background = volume.min()
+    foreground = volume > background
+    if foreground.sum() < 100:
+        raise NoBrainError("the volume is empty (all voxels equal): no brain to find")
+    sample = volume[foreground]
+    if sample.size > 1_000_000:
+        sample = sample[:: sample.size // 500_000]
+    threshold = filters.threshold_otsu(sample)
+    head = volume > threshold * 0.5
+    # downsample to ~2 mm for the morphology: fast on 1 mm volumes, same result at this scale
+    factors = [max(1, int(round(2.0 / s))) for s in spacing]
+    small = head[:: factors[0], :: factors[1], :: factors[2]]
+    small_spacing = tuple(s * f for s, f in zip(spacing, factors, strict=True))
+    small = ndimage.binary_fill_holes(small)
+    opened = ndimage.binary_opening(small, structure=_ball(opening_mm, small_spacing))
+    labels, n_labels = ndimage.label(opened)
+    if n_labels == 0:
+        raise NoBrainError("no brain-like component found (the volume may be noise only)")
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    largest = labels == sizes.argmax()
+    largest = ndimage.binary_dilation(largest, structure=_ball(opening_mm / 3, small_spacing))
+    largest = ndimage.binary_fill_holes(largest & small)
+    if factors != [1, 1, 1]:
+        zoom = [full / part for full, part in zip(volume.shape, largest.shape, strict=True)]
+        largest = ndimage.zoom(largest.astype(np.uint8), zoom, order=0).astype(bool)
+        largest = _fit_shape(largest, volume.shape)
+    return largest & head
+
+
+def _fit_shape(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Crop or zero-pad ``array`` to ``shape`` (corrects off-by-one sizes after zooming)."""
+    out = np.zeros(shape, dtype=array.dtype)
+    common = tuple(slice(0, min(a, b)) for a, b in zip(array.shape, shape, strict=True))
+    out[common] = array[common]
+    return out
+
+
+def plan_grid(
+    mask: np.ndarray,
+    spacing: tuple[float, float, float],
+    spec: GridSpec = GridSpec(),
+) -> GridMapping:
+    """Place the model grid on a volume from its brain mask.
+
+    Axially, ``spec.n_poses`` evenly spaced poses over the middle ``spec.coverage`` of
+    the brain's extent; in-plane, a square (in mm) around the brain's bounding box, so
+    anisotropic voxels are not distorted.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    if mask.ndim != 3:
+        raise ValueError(f"expected a 3-D mask, got shape {mask.shape}")
+    if not mask.any():
+        raise NoBrainError("the brain mask is empty: cannot place the model grid")
+    extents = []
+    for axis in range(3):
+        other = tuple(a for a in range(3) if a != axis)
+        present = np.flatnonzero(mask.any(axis=other))
+        extents.append((float(present[0]), float(present[-1])))
+    (z_lo, z_hi), (y_lo, y_hi), (x_lo, x_hi) = extents
+    if z_hi - z_lo < 2:
+        raise NoBrainError("the brain spans fewer than 3 axial slices: is this a 3-D volume?")
+    length = z_hi - z_lo
+    first = z_lo + length * (1 - spec.coverage) / 2
+    last = z_hi - length * (1 - spec.coverage) / 2
+    dz = (last - first) / max(spec.n_poses - 1, 1)
+
+    side_mm = max((y_hi - y_lo + 1) * spacing[1], (x_hi - x_lo + 1) * spacing[2])
+    side_mm *= 1 + 2 * spec.margin
+    pixel_mm = side_mm / spec.size
+    dy, dx = pixel_mm / spacing[1], pixel_mm / spacing[2]
+    y_center, x_center = (y_lo + y_hi) / 2, (x_lo + x_hi) / 2
+    y0 = y_center - dy * (spec.size - 1) / 2
+    x0 = x_center - dx * (spec.size - 1) / 2
+    return GridMapping(
+        input_shape=tuple(int(s) for s in mask.shape),
+        start=(first, y0, x0),
+        step=(dz, dy, dx),
+        grid_shape=(spec.n_poses, spec.size, spec.size),
+    )
+
+
+def resample_to_grid(volume: np.ndarray, mapping: GridMapping, order: int = 1) -> np.ndarray:
+    """Sample ``volume`` (input grid) at the model grid, with anti-aliasing when shrinking."""
+    volume = np.asarray(volume, dtype=np.float32)
+    if volume.shape != mapping.input_shape:
+        raise ValueError(f"volume shape {volume.shape} != mapping input {mapping.input_shape}")
+    sigmas = [0.4 * s if s > 1.2 else 0.0 for s in mapping.step]
+    if order > 0 and any(sigmas):
+        volume = ndimage.gaussian_filter(volume, sigmas, mode="constant")
+    return ndimage.affine_transform(
+        volume,
+        matrix=np.asarray(mapping.step),
+        offset=np.asarray(mapping.start),
+        output_shape=mapping.grid_shape,
+        order=order,
+        mode="constant",
+        cval=0.0,
+    ).astype(np.float32)
+
+
+def resample_from_grid(
+    grid: np.ndarray,
+    mapping: GridMapping,
+    order: int = 1,
+    fill_value: float = np.nan,
+) -> np.ndarray:
+    """Map a model-grid volume (poses x H x W, or leading batch axes) back to the input grid.
+
+    Input voxels outside the grid's pose range or field of view get ``fill_value``.
+    """
+    grid = np.asarray(grid, dtype=np.float32)
+    if grid.shape[-3:] != mapping.grid_shape:
+        raise ValueError(f"grid shape {grid.shape[-3:]} != mapping grid {mapping.grid_shape}")
+    if grid.ndim > 3:
+        return np.stack([resample_from_grid(g, mapping, order, fill_value) for g in grid])
+    inverse_step = 1.0 / np.asarray(mapping.step)
+    inverse_offset = -np.asarray(mapping.start) * inverse_step
+    # pad with the edge values by half a step so voxels between the last pose and the edge
+    # of its slab are not lost to the interpolation's boundary; the pose range is enforced below
+    out = ndimage.affine_transform(
+        grid,
+        matrix=inverse_step,
+        offset=inverse_offset,
+        output_shape=mapping.input_shape,
+        order=order,
+        mode="nearest",
+    ).astype(np.float32)
+    coords = [np.arange(n) for n in mapping.input_shape]
+    inside = []
+    for axis, c in enumerate(coords):
+        g = (c - mapping.start[axis]) * inverse_step[axis]
+        inside.append((g >= -0.5) & (g <= mapping.grid_shape[axis] - 0.5))
+    valid = inside[0][:, None, None] & inside[1][None, :, None] & inside[2][None, None, :]
+    out[~valid] = fill_value
+    return out
+
+
+@dataclass
+class ModelGridVolume:
+    """A volume prepared for a model: normalised intensities and mask on the grid."""
+
+    image: np.ndarray  # (poses, H, W) float32 in [0, 1], 0 outside the brain
+    mask: np.ndarray  # (poses, H, W) bool
+    mapping: GridMapping
+    intensity_range: tuple[float, float]  # input intensities mapped to 0 and 1
+
+
+def to_model_grid(
+    volume: np.ndarray,
+    spacing: tuple[float, float, float],
+    mask: np.ndarray | None = None,
+    spec: GridSpec = GridSpec(),
+    low: float = 0.5,
+    high: float = 99.5,
+) -> ModelGridVolume:
+    """Normalise inside the brain mask (given or automatic), crop and resample to ``spec``."""
+    volume = np.asarray(volume, dtype=np.float32)
+    if volume.ndim != 3:
+        raise ValueError(f"expected a 3-D volume, got shape {volume.shape}")
+    if not np.isfinite(volume).all():
+        volume = np.nan_to_num(volume, nan=0.0, posinf=0.0, neginf=0.0)
+    if mask is None:
+        mask = brain_mask(volume, spacing)
+    mask = np.asarray(mask, dtype=bool)
+    if mask.shape != volume.shape:
+        raise ValueError(f"mask shape {mask.shape} differs from volume shape {volume.shape}")
+    if mask.sum() < 100:
+        raise NoBrainError("the brain mask holds fewer than 100 voxels: no brain to model")
+    inside = volume[mask]
+    lo, hi = np.percentile(inside, [low, high])
+    normalised = normalize_intensity(volume, mask, low, high)
+    mapping = plan_grid(mask, spacing, spec)
+    image = resample_to_grid(normalised, mapping)
+    grid_mask = resample_to_grid(mask.astype(np.float32), mapping) > 0.5
+    image = np.clip(image, 0.0, 1.0) * grid_mask
+    return ModelGridVolume(image.astype(np.float32), grid_mask, mapping, (float(lo), float(hi)))

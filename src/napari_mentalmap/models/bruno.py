@@ -1,0 +1,152 @@
+"""Conditional BRUNO: a pose-conditioned RealNVP whose latents follow a Student-t process.
+
+``log_prob`` scores a sequence of (slice, pose) pairs of one subject with the chain rule
+(each element given its predecessors); ``posterior`` conditions on context slices and
+returns a :class:`BrunoPosterior` that draws samples or the mean image at any query poses.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .flows import ConditionalRealNVP, FlowConfig
+from .tprocess import LatentProcess, Posterior, make_process
+
+
+@dataclass
+class BrunoConfig:
+    flow: FlowConfig = field(default_factory=FlowConfig)
+    process: str = "pose_aware"  # or "exchangeable" (the paper's)
+    student_t: bool = True
+    grid: dict = field(default_factory=dict)  # GridSpec of the data it was trained on
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> BrunoConfig:
+        values = dict(values)
+        values["flow"] = FlowConfig(**values.get("flow", {}))
+        return cls(**values)
+
+
+class BrunoPosterior:
+    """Predictive over query poses given contexts; draws images from the flow's inverse."""
+
+    def __init__(self, model: Bruno, latent: Posterior, query_poses: torch.Tensor):
+        self.model = model
+        self.latent = latent
+        self.query_poses = query_poses
+
+    def mean_image(self, batch_size: int = 64) -> torch.Tensor:
+        """Flow inverse of the posterior-mean latent (the default "mean image"), (Q, S, S)."""
+        return self.model.decode(self.latent.mean, self.query_poses, batch_size)
+
+    def samples(
+        self,
+        n_samples: int,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+        batch_size: int = 64,
+    ) -> torch.Tensor:
+        """Posterior samples ("hallucinations"), (n_samples, Q, S, S)."""
+        z = self.latent.sample(n_samples, temperature, generator)
+        return torch.stack([self.model.decode(zi, self.query_poses, batch_size) for zi in z])
+
+
+class Bruno(nn.Module):
+    """Conditional RealNVP + latent process."""
+
+    def __init__(self, config: BrunoConfig):
+        super().__init__()
+        self.config = config
+        self.flow = ConditionalRealNVP(config.flow)
+        self.process: LatentProcess = make_process(
+            config.process, self.flow.dim, config.flow.n_poses, config.student_t
+        )
+
+    @property
+    def n_poses(self) -> int:
+        return self.config.flow.n_poses
+
+    @property
+    def image_size(self) -> int:
+        return self.config.flow.image_size
+
+    def _check(self, images: torch.Tensor, poses: torch.Tensor) -> None:
+        size = self.image_size
+        if images.shape[-2:] != (size, size):
+            raise ValueError(f"slices must be {size}x{size} on the model grid, got {tuple(images.shape[-2:])}")
+        if poses.numel() and (poses.min() < 0 or poses.max() > self.n_poses - 1):
+            raise ValueError(f"poses must lie in [0, {self.n_poses - 1}], got {poses.min():.2f}..{poses.max():.2f}")
+
+    def encode(self, images: torch.Tensor, poses: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Slices (N, S, S) in [0, 1] at poses (N,) -> latents (N, D) and log-dets (N,)."""
+        self._check(images, poses)
+        return self.flow(images.unsqueeze(1), poses)
+
+    def decode(self, z: torch.Tensor, poses: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+        """Latents (N, D) at poses (N,) -> slices (N, S, S) in [0, 1]."""
+        out = [
+            self.flow.inverse(z[i : i + batch_size], poses[i : i + batch_size]).squeeze(1)
+            for i in range(0, len(z), batch_size)
+        ]
+        return torch.cat(out) if out else z.new_zeros(0, self.image_size, self.image_size)
+
+    def log_prob(self, images: torch.Tensor, poses: torch.Tensor) -> torch.Tensor:
+        """Per-element log p(x_i | x_<i) of sequences (B, n, S, S) at poses (B, n): (B, n)."""
+        b, n = poses.shape
+        z, logdet = self.encode(images.reshape(b * n, *images.shape[-2:]), poses.reshape(-1))
+        latent_log_prob = self.process.log_prob(z.view(b, n, -1), poses)
+        return latent_log_prob + logdet.view(b, n)
+
+    def bits_per_dim(self, log_prob: torch.Tensor) -> torch.Tensor:
+        """Bits per pixel of 8-bit-quantised slices from a continuous log-density on [0, 1]."""
+        dim = self.flow.dim
+        return -(log_prob / dim - math.log(256)) / math.log(2)
+
+    @torch.no_grad()
+    def posterior(
+        self,
+        context_images: torch.Tensor,
+        context_poses: torch.Tensor,
+        query_poses: torch.Tensor,
+    ) -> BrunoPosterior:
+        """Condition on context slices (n, S, S) at poses (n,); n = 0 gives the prior."""
+        self._check(context_images, context_poses)
+        self._check(torch.zeros(0, self.image_size, self.image_size), query_poses)
+        if len(context_poses):
+            z, _ = self.encode(context_images, context_poses)
+        else:
+            z = context_images.new_zeros(0, self.flow.dim)
+        latent = self.process.posterior(z, context_poses.float(), query_poses.float())
+        return BrunoPosterior(self, latent, query_poses.float())
+
+    def save(self, path: str | Path, **extra) -> None:
+        """Save weights with the config (and any metadata: split, metrics, command)."""
+        torch.save({"config": self.config.to_dict(), "state_dict": self.state_dict(), **extra}, path)
+
+    @classmethod
+    def load(cls, path: str | Path, map_location: str | torch.device = "cpu") -> tuple[Bruno, dict]:
+        """Load a checkpoint saved by :meth:`save`; returns the model and the whole record."""
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(
+                f"BRUNO weights not found: {path}. Train them with `mentalmap train bruno` "
+                "(see the README) or pick a checkpoint file."
+            )
+        record = torch.load(path, map_location=map_location, weights_only=False)
+        if "config" not in record or "state_dict" not in record:
+            raise ValueError(f"{path} is not a BRUNO checkpoint (no config/state_dict inside)")
+        model = cls(BrunoConfig.from_dict(record["config"]))
+        try:
+            model.load_state_dict(record["state_dict"])
+        except RuntimeError as error:
+            raise ValueError(f"{path}: weights do not match their config: {error}") from error
+        model.eval()
+        return model, record

@@ -1,0 +1,263 @@
+"""Student-t (and Gaussian) processes over flow latents, one independent process per
+latent dimension.
+
+Parametrisation follows BRUNO: ``K`` is the *covariance* of the process (finite for
+ν > 2), so a univariate predictive with variance ``s`` and ``ν'`` degrees of freedom
+has scale² ``s (ν' - 2) / ν'``.
+
+Two covariance families:
+
+* :class:`ExchangeableProcess` (the paper): ``K_ii = v``, ``K_ij = ρ`` (0 < ρ < v). The
+  predictive of the next element depends only on the count and sum of the previous
+  ones, so it is updated in O(1) per context (:meth:`ExchangeableProcess.update`).
+* :class:`PoseAwareProcess` (our extension): ``K_ij = w δ_ij + c + a exp(-|p_i - p_j| / ℓ)``
+  with poses ``p`` in [0, 1] (fraction of the pose range), so a context next to the
+  query counts more than one far away. Exact conditionals use small batched Cholesky
+  factorisations (contexts are few).
+
+Both give ``log_prob`` of a sequence (chain rule, each element given its
+predecessors), and the joint posterior over any set of query poses given contexts,
+from which means and (jointly coherent) samples are drawn.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _inverse_softplus(value: float) -> float:
+    return math.log(math.expm1(value))
+
+
+def student_t_log_prob(x: torch.Tensor, mean: torch.Tensor, variance: torch.Tensor, dof: torch.Tensor) -> torch.Tensor:
+    """Log density of a univariate Student-t given its mean, *variance* and dof (> 2)."""
+    scale_sq = variance * (dof - 2) / dof
+    return (
+        torch.lgamma((dof + 1) / 2)
+        - torch.lgamma(dof / 2)
+        - 0.5 * torch.log(math.pi * dof * scale_sq)
+        - (dof + 1) / 2 * torch.log1p((x - mean) ** 2 / (dof * scale_sq))
+    )
+
+
+def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, variance: torch.Tensor) -> torch.Tensor:
+    return -0.5 * (math.log(2 * math.pi) + torch.log(variance) + (x - mean) ** 2 / variance)
+
+
+@dataclass
+class Posterior:
+    """Joint predictive over query poses given contexts, per latent dimension.
+
+    ``mean``: (Q, D); ``cov_factor``: (D, Q, Q) lower Cholesky factor of the Gaussian
+    conditional covariance; ``dof``: (D,) or None for a Gaussian; ``variance_factor``:
+    (D,) the Student-t rescaling ``(ν + β - 2) / (ν + n - 2)`` (ones for a Gaussian).
+    """
+
+    mean: torch.Tensor
+    cov_factor: torch.Tensor
+    dof: torch.Tensor | None
+    variance_factor: torch.Tensor
+    n_contexts: int
+
+    @property
+    def variance(self) -> torch.Tensor:
+        """Marginal predictive variance per query and dimension, (Q, D)."""
+        gaussian_variance = (self.cov_factor**2).sum(-1).transpose(0, 1)
+        return gaussian_variance * self.variance_factor
+
+    def sample(self, n_samples: int, temperature: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Jointly coherent samples over the queries, (n_samples, Q, D)."""
+        q, d = self.mean.shape
+        eps = torch.randn(n_samples, d, q, 1, generator=generator, device=self.mean.device, dtype=self.mean.dtype)
+        correlated = (self.cov_factor @ eps).squeeze(-1).transpose(1, 2)  # (n, Q, D)
+        scale = self.variance_factor
+        if self.dof is not None:
+            dof = self.dof + self.n_contexts
+            chi2 = torch._standard_gamma((dof / 2).expand(n_samples, d).contiguous(), generator=generator) * 2
+            scale = scale * (dof - 2) / chi2  # (n, D): mixing variable of the multivariate t
+        return self.mean + temperature * correlated * scale.sqrt().unsqueeze(-2)
+
+
+class LatentProcess(nn.Module, ABC):
+    """Base class: prior mean, dof and covariance per latent dimension."""
+
+    def __init__(self, dim: int, student_t: bool = True):
+        super().__init__()
+        self.dim = dim
+        self.student_t = student_t
+        self.prior_mean = nn.Parameter(torch.zeros(dim))
+        self.raw_dof = nn.Parameter(torch.full((dim,), _inverse_softplus(10.0)))
+
+    @property
+    def dof(self) -> torch.Tensor | None:
+        return 2.0 + F.softplus(self.raw_dof) + 1e-3 if self.student_t else None
+
+    @abstractmethod
+    def covariance(self, poses_a: torch.Tensor, poses_b: torch.Tensor | None = None) -> torch.Tensor:
+        """Covariance between elements at poses_a (..., n) and at poses_b (..., m): (..., D, n, m).
+
+        ``poses_b=None`` means the elements of ``poses_a`` with themselves (white noise on
+        the diagonal); otherwise the two sets are different elements, even at equal poses.
+        """
+
+    def _chol(self, poses: torch.Tensor) -> torch.Tensor:
+        return torch.linalg.cholesky(self.covariance(poses))
+
+    def log_prob(self, z: torch.Tensor, poses: torch.Tensor) -> torch.Tensor:
+        """Sum over elements and dimensions of log p(z_i | z_<i); z (B, n, D), poses (B, n).
+
+        Returns (B, n): the log-likelihood of each element given its predecessors.
+        """
+        b, n, d = z.shape
+        chol = self._chol(poses)  # (B, D, n, n)
+        centred = (z - self.prior_mean).transpose(1, 2).unsqueeze(-1)  # (B, D, n, 1)
+        innovations = torch.linalg.solve_triangular(chol, centred, upper=False).squeeze(-1)  # (B, D, n)
+        cond_variance = torch.diagonal(chol, dim1=-2, dim2=-1) ** 2  # (B, D, n)
+        # standardised innovation e_i = (z_i - mu_i)/sqrt(s_i): z_i - mu_i = e_i sqrt(s_i)
+        residual = innovations * cond_variance.sqrt()
+        if not self.student_t:
+            return gaussian_log_prob(residual, torch.zeros_like(residual), cond_variance).sum(1)
+        beta = torch.cumsum(innovations**2, dim=-1) - innovations**2  # sum over predecessors
+        count = torch.arange(n, device=z.device, dtype=z.dtype)
+        dof = self.dof[None, :, None]
+        predictive_dof = dof + count
+        predictive_variance = cond_variance * (dof + beta - 2) / (dof + count - 2)
+        return student_t_log_prob(residual, torch.zeros_like(residual), predictive_variance, predictive_dof).sum(1)
+
+    def posterior(
+        self, context_z: torch.Tensor, context_poses: torch.Tensor, query_poses: torch.Tensor
+    ) -> Posterior:
+        """Joint predictive at ``query_poses`` (Q,) given contexts (n, D) at (n,) poses."""
+        d = self.dim
+        mean = self.prior_mean.expand(len(query_poses), d)
+        k_qq = self.covariance(query_poses)  # (D, Q, Q)
+        jitter = 1e-5 * torch.eye(len(query_poses), device=k_qq.device, dtype=k_qq.dtype)
+        n = len(context_poses)
+        if n == 0:
+            factor = torch.ones(d, device=mean.device, dtype=mean.dtype)
+            return Posterior(mean.clone(), torch.linalg.cholesky(k_qq + jitter), self.dof, factor, 0)
+        chol_cc = self._chol(context_poses)  # (D, n, n)
+        k_cq = self.covariance(context_poses, query_poses)  # (D, n, Q)
+        centred = (context_z - self.prior_mean).transpose(0, 1).unsqueeze(-1)  # (D, n, 1)
+        white = torch.linalg.solve_triangular(chol_cc, centred, upper=False)  # (D, n, 1)
+        projection = torch.linalg.solve_triangular(chol_cc, k_cq, upper=False)  # (D, n, Q)
+        mean = mean + (projection.transpose(1, 2) @ white).squeeze(-1).transpose(0, 1)
+        cond_cov = k_qq - projection.transpose(1, 2) @ projection
+        cov_factor = torch.linalg.cholesky(cond_cov + jitter)
+        if self.dof is None:
+            factor = torch.ones(d, device=mean.device, dtype=mean.dtype)
+        else:
+            beta = (white.squeeze(-1) ** 2).sum(-1)
+            factor = (self.dof + beta - 2) / (self.dof + n - 2)
+        return Posterior(mean, cov_factor, self.dof, factor, n)
+
+
+class ExchangeableProcess(LatentProcess):
+    """The paper's exchangeable process: covariance v on the diagonal, ρ off it."""
+
+    kind = "exchangeable"
+
+    def __init__(self, dim: int, student_t: bool = True, variance: float = 1.0, correlation: float = 0.5):
+        super().__init__(dim, student_t)
+        self.raw_variance = nn.Parameter(torch.full((dim,), _inverse_softplus(variance)))
+        # ρ = v * sigmoid(raw): always 0 < ρ < v
+        self.raw_correlation = nn.Parameter(torch.full((dim,), math.log(correlation / (1 - correlation))))
+
+    @property
+    def variance(self) -> torch.Tensor:
+        return F.softplus(self.raw_variance) + 1e-4
+
+    @property
+    def covariance_offdiag(self) -> torch.Tensor:
+        return self.variance * torch.sigmoid(self.raw_correlation)
+
+    def covariance(self, poses_a: torch.Tensor, poses_b: torch.Tensor | None = None) -> torch.Tensor:
+        """Poses are ignored: v between an element and itself, ρ between any two others."""
+        v, rho = self.variance, self.covariance_offdiag
+        n = poses_a.shape[-1]
+        m = n if poses_b is None else poses_b.shape[-1]
+        shape = (*poses_a.shape[:-1], self.dim, n, m)
+        out = rho[:, None, None].expand(shape).clone()
+        if poses_b is None:
+            out = out + (v - rho)[:, None, None] * torch.eye(n, device=out.device, dtype=out.dtype)
+        return out
+
+    def update(self, state: dict | None, z: torch.Tensor) -> dict:
+        """O(1) recurrent update with one more context ``z`` (D,): returns the new state."""
+        if state is None:
+            state = {"count": 0, "sum": torch.zeros_like(z), "beta": torch.zeros_like(z)}
+        mean, variance = self.predictive(state)
+        beta = state["beta"] + (z - mean) ** 2 / variance_gaussian(self, state["count"])
+        return {"count": state["count"] + 1, "sum": state["sum"] + z - self.prior_mean, "beta": beta}
+
+    def predictive(self, state: dict | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and Student-t variance of the next element given the recurrent state."""
+        count = 0 if state is None else state["count"]
+        v, rho = self.variance, self.covariance_offdiag
+        if count == 0:
+            return self.prior_mean.expand(self.dim), v
+        weight = rho / (v + (count - 1) * rho)
+        mean = self.prior_mean + weight * state["sum"]
+        gaussian_variance = variance_gaussian(self, count)
+        if self.dof is None:
+            return mean, gaussian_variance
+        return mean, gaussian_variance * (self.dof + state["beta"] - 2) / (self.dof + count - 2)
+
+
+def variance_gaussian(process: ExchangeableProcess, count: int) -> torch.Tensor:
+    """Gaussian conditional variance of the next element after ``count`` contexts."""
+    v, rho = process.variance, process.covariance_offdiag
+    if count == 0:
+        return v
+    return v - count * rho**2 / (v + (count - 1) * rho)
+
+
+class PoseAwareProcess(LatentProcess):
+    """Covariance ``w δ + c + a exp(-|Δp| / ℓ)`` per dimension; poses in pose-index units."""
+
+    kind = "pose_aware"
+
+    def __init__(self, dim: int, n_poses: int, student_t: bool = True):
+        super().__init__(dim, student_t)
+        self.n_poses = n_poses
+        self.raw_noise = nn.Parameter(torch.full((dim,), _inverse_softplus(0.3)))
+        self.raw_constant = nn.Parameter(torch.full((dim,), _inverse_softplus(0.2)))
+        self.raw_amplitude = nn.Parameter(torch.full((dim,), _inverse_softplus(0.5)))
+        self.raw_length = nn.Parameter(torch.full((dim,), _inverse_softplus(0.1)))
+
+    @property
+    def parameters_positive(self) -> dict[str, torch.Tensor]:
+        return {
+            "noise": F.softplus(self.raw_noise) + 1e-4,
+            "constant": F.softplus(self.raw_constant),
+            "amplitude": F.softplus(self.raw_amplitude),
+            "length": F.softplus(self.raw_length) + 1e-3,
+        }
+
+    def covariance(self, poses_a: torch.Tensor, poses_b: torch.Tensor | None = None) -> torch.Tensor:
+        p = self.parameters_positive
+        same_elements = poses_b is None
+        poses_b = poses_a if poses_b is None else poses_b
+        scale = max(self.n_poses - 1, 1)
+        distance = (poses_a.unsqueeze(-1) - poses_b.unsqueeze(-2)).abs().unsqueeze(-3) / scale  # (..., 1, n, m)
+        kernel = p["amplitude"][:, None, None] * torch.exp(-distance / p["length"][:, None, None])
+        out = kernel + p["constant"][:, None, None]
+        if same_elements:
+            eye = torch.eye(poses_a.shape[-1], device=out.device, dtype=out.dtype)
+            out = out + p["noise"][:, None, None] * eye
+        return out
+
+
+def make_process(kind: str, dim: int, n_poses: int, student_t: bool = True) -> LatentProcess:
+    """Build a latent process by name: ``exchangeable`` or ``pose_aware``."""
+    if kind == "exchangeable":
+        return ExchangeableProcess(dim, student_t)
+    if kind == "pose_aware":
+        return PoseAwareProcess(dim, n_poses, student_t)
+    raise ValueError(f"unknown process {kind!r} (use 'exchangeable' or 'pose_aware')")
