@@ -185,7 +185,7 @@ def looks_like_labels(data: np.ndarray) -> bool:
     """Heuristic: integer data with at most 256 values that is piecewise constant.
 
     A mask (<= 2 values) always counts. Otherwise at least half of the non-zero voxels
-    must equal their neighbour along axis 0 — true for segmentations, false for
+    must equal their next neighbour (pooled over the three axes) — true for segmentations, false for
     integer-stored images such as an 8-bit template or probability map.
     """
     if not np.issubdtype(data.dtype, np.integer) and data.dtype != np.bool_:
@@ -197,11 +197,16 @@ def looks_like_labels(data: np.ndarray) -> bool:
         return False
     if values.size <= 2:
         return True
-    first, second = data[:-1], data[1:]
-    nonzero = first != 0
-    if not nonzero.any():
+    equal = compared = 0
+    for axis in range(3):
+        first = np.moveaxis(data, axis, 0)[:-1]
+        second = np.moveaxis(data, axis, 0)[1:]
+        nonzero = first != 0
+        equal += int(np.count_nonzero(first[nonzero] == second[nonzero]))
+        compared += int(np.count_nonzero(nonzero))
+    if compared == 0:
         return True
-    return float(np.mean(first[nonzero] == second[nonzero])) >= _LABEL_NEIGHBOUR_EQUALITY
+    return equal / compared >= _LABEL_NEIGHBOUR_EQUALITY
 
 
 def header_to_bytes(header: Any) -> bytes | None:
