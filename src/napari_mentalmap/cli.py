@@ -65,16 +65,26 @@ def run_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def setup_demo_viewer(viewer):
-    """Load the sample T1 through our reader, show the middle axial slice, dock the widgets."""
+def setup_demo_viewer(viewer, run_widgets: bool = False):
+    """Load the sample T1 through our reader, show the middle axial slice, dock the widgets.
+
+    With ``run_widgets``, every docked widget that has a ``run_demo()`` method is asked
+    to start its job on the sample.
+    """
     from ._sample_data import SAMPLE_T1
 
     viewer.open(str(SAMPLE_T1), plugin="napari-mentalmap", name="sample T1")
     viewer.dims.ndisplay = 2
     viewer.dims.set_current_step(0, viewer.dims.nsteps[0] // 2)
-    for widget_name in DEMO_WIDGETS:
-        viewer.window.add_plugin_dock_widget("napari-mentalmap", widget_name)
+    docked = [
+        viewer.window.add_plugin_dock_widget("napari-mentalmap", widget_name)[1]
+        for widget_name in DEMO_WIDGETS
+    ]
     viewer.reset_view()
+    if run_widgets:
+        for widget in docked:
+            if callable(getattr(widget, "run_demo", None)):
+                widget.run_demo()
     return viewer
 
 
@@ -96,7 +106,7 @@ def run_demo(args: argparse.Namespace) -> int:
     import napari
     from qtpy.QtCore import QTimer
 
-    viewer = setup_demo_viewer(napari.Viewer(title="napari-mentalmap demo"))
+    viewer = setup_demo_viewer(napari.Viewer(title="napari-mentalmap demo"), run_widgets=args.run)
     if args.screenshot:
         app = napari.qt.get_qapp()
         saved: list[Path] = []
@@ -110,8 +120,6 @@ def run_demo(args: argparse.Namespace) -> int:
         QTimer.singleShot(int(args.delay * 1000), take_screenshot_and_quit)
         napari.run()
         return 0 if saved and saved[0].exists() else 1
-    if args.run:
-        viewer.window.activate()
     napari.run()
     return 0
 
@@ -145,7 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--delay", type=float, default=2.0, help="seconds to let the window settle before the screenshot"
     )
-    demo.add_argument("--run", action="store_true", help="bring the window to the front and run")
+    demo.add_argument(
+        "--run", action="store_true", help="start each docked widget's job on the sample (its run_demo())"
+    )
     demo.set_defaults(func=run_demo)
 
     _add_optional_subcommands(subparsers)
