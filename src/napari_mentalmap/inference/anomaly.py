@@ -1,0 +1,238 @@
+"""Anomaly maps from the UAD VAEs, and their post-processing into lesion labels.
+
+``anomaly_map`` is a generator (yields ``(done, total, message)``, returns an
+:class:`AnomalyResult`): the FLAIR is normalised inside its brain mask and resampled to
+the model grid, reconstructed by the VAE, and the map ``|x - x_hat| x eroded brain mask``
+is mapped back onto the input's voxel grid. It stops cleanly between batches when the
+consumer stops iterating (a napari worker's ``quit``).
+
+``threshold_labels`` / :class:`LabelUpdater`: threshold -> connected components under a
+minimum size removed -> labels; the updater precomputes per-axis maxima so a slider move
+only labels the bounding box of the voxels above the threshold.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from ..device import pick_device
+from ..io.preprocess import (
+    GridSpec,
+    ModelGridVolume,
+    NoBrainError,
+    brain_mask,
+    resample_from_grid,
+    to_model_grid,
+)
+from ..models.uad_vae import KINDS, UADVAE, VAEConfig
+
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
+DEFAULT_MIN_SIZE = 10
+Progress = tuple[int, int, str]
+
+
+class WeightsError(RuntimeError):
+    """Shipped weights are missing or do not match the model code."""
+
+
+def weights_path(kind: str) -> Path:
+    """Where the shipped weights of ``kind`` live."""
+    return WEIGHTS_DIR / f"uad_{kind}.pt"
+
+
+def train_command(kind: str) -> str:
+    """The command that (re)creates the shipped weights of ``kind``."""
+    epochs = 50 if kind.endswith("2d") else (100 if kind == "dense3d" else 75)
+    return f"mentalmap train uad --kind {kind} --epochs {epochs} --period 50"
+
+
+@dataclass
+class AnomalyModel:
+    """A loaded anomaly VAE plus what was stored with it."""
+
+    model: UADVAE
+    kind: str
+    grid: GridSpec
+    threshold: float | None = None
+    record: dict = field(default_factory=dict)
+
+    @property
+    def reference_error(self) -> float | None:
+        """Mean in-brain L1 error on the validation FLAIRs (to flag unusual inputs)."""
+        value = self.record.get("final_val_l1")
+        return float(value) if value is not None else None
+
+
+def load_anomaly_model(kind_or_path: str | Path, device: str | torch.device = "cpu") -> AnomalyModel:
+    """Load shipped weights by kind (``dense3d`` ...) or from a file path."""
+    path = weights_path(str(kind_or_path)) if str(kind_or_path) in KINDS else Path(kind_or_path)
+    kind = str(kind_or_path) if str(kind_or_path) in KINDS else path.stem.removeprefix("uad_")
+    if not path.exists():
+        raise WeightsError(f"weights file {path} not found; train it with: {train_command(kind)}")
+    try:
+        record = torch.load(path, map_location="cpu", weights_only=False)
+        model = UADVAE(VAEConfig.from_dict(record["config"]))
+        model.load_state_dict(record["state_dict"])
+    except (KeyError, RuntimeError, TypeError, ValueError) as error:
+        raise WeightsError(
+            f"weights file {path} does not match the model code ({error}); retrain with: {train_command(kind)}"
+        ) from error
+    device = device if isinstance(device, torch.device) else pick_device(device)
+    model.to(device).eval()
+    return AnomalyModel(model, record.get("kind", kind), GridSpec(**record["grid"]),
+                        record.get("threshold"), record)
+
+
+@dataclass
+class AnomalyResult:
+    """Anomaly map on the input grid plus what produced it."""
+
+    anomaly: np.ndarray  # input shape, float32, 0 outside the (eroded) brain
+    brain_mask: np.ndarray  # input shape, bool
+    grid: ModelGridVolume
+    reconstruction: np.ndarray  # model grid
+    warnings: list[str] = field(default_factory=list)
+
+
+def _reconstruct(model: UADVAE, image: np.ndarray, device: torch.device,
+                 batch_size: int) -> Generator[Progress, None, np.ndarray]:
+    x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
+    if model.config.ndim == 3:
+        yield 0, 1, "reconstructing the volume"
+        out = model.reconstruct(x[None, None].to(device))[0, 0]
+        yield 1, 1, "reconstructed"
+        return out.float().cpu().numpy()
+    slices = x[:, None]
+    parts = []
+    total = slices.shape[0]
+    for start in range(0, total, batch_size):
+        yield start, total, f"reconstructing slices {start}-{min(start + batch_size, total) - 1}"
+        parts.append(model.reconstruct(slices[start:start + batch_size].to(device)).float().cpu())
+    yield total, total, "reconstructed"
+    return torch.cat(parts)[:, 0].numpy()
+
+
+def anomaly_map(
+    volume: np.ndarray,
+    spacing: tuple[float, float, float],
+    model: AnomalyModel,
+    mask: np.ndarray | None = None,
+    device: str | torch.device | None = None,
+    batch_size: int = 16,
+    erosion: int = 1,
+) -> Generator[Progress, None, AnomalyResult]:
+    """Anomaly map ``|x - x_hat| x eroded brain mask`` of a FLAIR, on the input grid.
+
+    ``mask`` is the brain mask (automatic when None). Raises ``NoBrainError`` for a
+    volume without a brain; a volume whose reconstruction error is far above the
+    validation FLAIRs' (e.g. a T1) still runs, with a warning in the result.
+    """
+    volume = np.asarray(volume, dtype=np.float32)
+    if volume.ndim != 3:
+        raise ValueError(f"expected a 3-D volume, got shape {volume.shape}")
+    if device is not None:
+        target = device if isinstance(device, torch.device) else pick_device(device)
+        model.model.to(target)
+    target = next(model.model.parameters()).device
+    yield 0, 4, "brain mask"
+    if mask is None:
+        mask = brain_mask(volume, spacing)
+    mask = np.asarray(mask, dtype=bool)
+    if mask.shape != volume.shape:
+        raise ValueError(f"mask shape {mask.shape} differs from volume shape {volume.shape}")
+    if mask.sum() < 100:
+        raise NoBrainError("no brain found in the volume (brain mask under 100 voxels)")
+    yield 1, 4, "resampling to the model grid"
+    grid = to_model_grid(volume, spacing, mask, model.grid)
+    with torch.inference_mode():
+        reconstruction = yield from _reconstruct(model.model, grid.image, target, batch_size)
+    yield 3, 4, "mapping back to the input grid"
+    eroded = ndimage.binary_erosion(grid.mask, iterations=erosion) if erosion else grid.mask
+    difference = np.abs(grid.image - reconstruction) * eroded
+    anomaly = resample_from_grid(difference, grid.mapping, order=1, fill_value=0.0)
+    anomaly *= mask
+    np.clip(anomaly, 0.0, None, out=anomaly)
+    notes = []
+    reference = model.reference_error
+    if reference:
+        error = float(np.abs(grid.image - reconstruction)[grid.mask].mean())
+        if error > 2.0 * reference:
+            notes.append(
+                f"reconstruction error {error:.3f} is {error / reference:.1f}x the validation FLAIRs' "
+                f"({reference:.3f}): is this a FLAIR? The anomaly map may be meaningless."
+            )
+            warnings.warn(notes[-1], stacklevel=2)
+    yield 4, 4, "done"
+    return AnomalyResult(anomaly.astype(np.float32), mask, grid, reconstruction, notes)
+
+
+def run_job(job: Generator) -> object:
+    """Run a progress generator to the end and return its value (CLI, tests)."""
+    try:
+        while True:
+            next(job)
+    except StopIteration as stop:
+        return stop.value
+
+
+def remove_small(binary: np.ndarray, min_size: int = DEFAULT_MIN_SIZE) -> np.ndarray:
+    """Label connected components (face connectivity) and drop those under ``min_size``.
+
+    Returns int32 labels (0 = background, components renumbered 1..n).
+    """
+    labels, n = ndimage.label(binary)
+    if n == 0:
+        return labels.astype(np.int32)
+    sizes = np.bincount(labels.ravel())
+    keep = sizes >= max(int(min_size), 1)
+    keep[0] = False
+    relabel = np.zeros(n + 1, dtype=np.int32)
+    relabel[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
+    return relabel[labels]
+
+
+def threshold_labels(anomaly: np.ndarray, threshold: float, min_size: int = DEFAULT_MIN_SIZE) -> np.ndarray:
+    """Lesion components of ``anomaly > threshold`` with at least ``min_size`` voxels (int32 labels)."""
+    return remove_small(np.asarray(anomaly) > threshold, min_size)
+
+
+class LabelUpdater:
+    """Fast repeated ``threshold_labels`` on one anomaly map (for a live slider).
+
+    Per-axis maxima are precomputed, so each update labels only the bounding box of
+    the voxels above the threshold; the output array is reused.
+    """
+
+    def __init__(self, anomaly: np.ndarray):
+        self.anomaly = np.ascontiguousarray(anomaly, dtype=np.float32)
+        self.profiles = [self.anomaly.max(axis=tuple(a for a in range(self.anomaly.ndim) if a != axis))
+                         for axis in range(self.anomaly.ndim)]
+        self.labels = np.zeros(self.anomaly.shape, dtype=np.int32)
+        self._box: tuple[slice, ...] | None = None
+
+    def box(self, threshold: float) -> tuple[slice, ...] | None:
+        """Bounding box of the voxels above ``threshold`` (None when there are none)."""
+        box = []
+        for profile in self.profiles:
+            above = np.flatnonzero(profile > threshold)
+            if above.size == 0:
+                return None
+            box.append(slice(int(above[0]), int(above[-1]) + 1))
+        return tuple(box)
+
+    def update(self, threshold: float, min_size: int = DEFAULT_MIN_SIZE) -> np.ndarray:
+        """Labels for ``threshold`` and ``min_size`` (the same array, updated in place)."""
+        if self._box is not None:
+            self.labels[self._box] = 0
+        box = self.box(threshold)
+        self._box = box
+        if box is not None:
+            self.labels[box] = threshold_labels(self.anomaly[box], threshold, min_size)
+        return self.labels

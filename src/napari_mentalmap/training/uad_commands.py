@@ -1,0 +1,53 @@
+"""``mentalmap train uad``: train one anomaly VAE and export its shipped weights."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from ..models.uad_vae import KINDS
+
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
+
+
+def run_train_uad(args: argparse.Namespace) -> int:
+    """Train (resumable), then write ``weights/uad_<kind>.pt`` unless ``--no-export``."""
+    from .uad import UADTrainConfig, export_weights, train_uad
+
+    config = UADTrainConfig(
+        kind=args.kind, out_dir=args.out_dir or f"runs/uad_{args.kind}", epochs=args.epochs,
+        period=args.period, batch_size=args.batch_size or (4 if args.kind.endswith("3d") else 32),
+        lr=args.lr, kl_weight=args.kl_weight, seed=args.seed, num_threads=args.threads,
+        max_minutes=args.max_minutes,
+    )
+    command = "mentalmap " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if args.command_line is None \
+        else args.command_line
+    summary = train_uad(config, resume=args.resume, command=command)
+    print(f"{args.kind}: {summary['epoch']} epochs, {summary['train_seconds']:.0f} s of training")
+    if not args.no_export and summary["epoch"] >= config.epochs:
+        path = export_weights(config.out_dir, Path(args.weights_dir) / f"uad_{args.kind}.pt")
+        print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
+    return 0
+
+
+def add_uad_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add ``uad`` to the ``train`` subcommand group."""
+    parser = subparsers.add_parser("uad", help="anomaly VAE (dense/spatial, 2-D/3-D) on healthy FLAIR")
+    parser.add_argument("--kind", choices=KINDS, default="dense3d")
+    parser.add_argument("--epochs", type=int, default=100)
+    parser.add_argument("--period", type=float, default=50.0, help="cyclical β annealing period (epochs)")
+    parser.add_argument("--batch-size", type=int, default=None, help="default: 4 volumes (3-D), 32 slices (2-D)")
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--kl-weight", type=float, default=1.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--max-minutes", type=float, default=None, help="stop (resumable) after this long")
+    parser.add_argument("--out-dir", default=None, help="run folder (default runs/uad_<kind>)")
+    parser.add_argument("--resume", action="store_true", help="continue from <out-dir>/last.pt")
+    parser.add_argument("--weights-dir", default=str(WEIGHTS_DIR))
+    parser.add_argument("--no-export", action="store_true", help="do not write the shipped weights")
+    parser.add_argument("--command-line", default=None, help=argparse.SUPPRESS)
+    parser.set_defaults(func=run_train_uad)
+    return parser
