@@ -1,0 +1,14 @@
+"""``mentalmap eval ...``: one subcommand per model family."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``eval`` with its model subcommands."""
+    from .uad_commands import add_uad_parser
+
+    evaluate = subparsers.add_parser("eval", help="evaluate models on the held-out data")
+    models = evaluate.add_subparsers(dest="model", metavar="MODEL")
+    add_uad_parser(models)
