@@ -118,10 +118,8 @@ def test_segnet_shapes():
     assert net(torch.rand(2, 1, 16, 16)).shape == (2, 4, 16, 16)
 
 
-@pytest.fixture()
-def tiny_bundle(tmp_path):
-    """A saved tiny slice VAE with fitted latent models, as the training writes it."""
-    from napari_mentalmap.inference.latent import load_slice_vae
+def write_tiny_weights(path):
+    """Save a tiny untrained slice VAE with fitted latent models, as the training writes it."""
     from napari_mentalmap.training.data import SubjectGrid
     from napari_mentalmap.training.slice_vae import (
         SliceVAETrainConfig,
@@ -134,13 +132,19 @@ def tiny_bundle(tmp_path):
     model = SliceVAE(TINY)
     rng = np.random.default_rng(0)
     subjects = [SubjectGrid(f"s{i}", rng.uniform(0, 1, (5, 16, 16)).astype(np.float32), None, None) for i in range(6)]
-    config = SliceVAETrainConfig(ppca_rank=3)
-    models = fit_latent_models(model, subjects, config)
+    models = fit_latent_models(model, subjects, SliceVAETrainConfig(ppca_rank=3))
     assert encode_volumes(model, np.stack([s.image for s in subjects])).shape == (6, 5, 4)
-    path = tmp_path / "tiny.pt"
     torch.save({"model": model.state_dict(), "model_config": TINY.to_dict(), "spec": spec.to_dict(),
-                "metrics": {}, "split": {}, "command": "test", "train_config": {}, **models}, path)
-    return load_slice_vae(path, device="cpu")
+                "metrics": {"grid_mm": [2.0, 3.0, 3.0]}, "split": {}, "command": "test", "train_config": {},
+                **models}, path)
+    return path
+
+
+@pytest.fixture()
+def tiny_bundle(tmp_path):
+    from napari_mentalmap.inference.latent import load_slice_vae
+
+    return load_slice_vae(write_tiny_weights(tmp_path / "tiny.pt"), device="cpu")
 
 
 def test_inference_generators(tiny_bundle):

@@ -164,6 +164,7 @@ def train_slice_vae(
         "train_seconds": round(state["seconds"], 1),
     }
     models = fit_latent_models(raw, train, config)
+    metrics["grid_mm"] = grid_spacing_mm(train)
     payload = {
         "model": raw.state_dict(),
         "model_config": model_config.to_dict(),
@@ -179,6 +180,18 @@ def train_slice_vae(
     torch.save(payload, out)
     (checkpoint_dir / "vae_metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
+
+
+def grid_spacing_mm(subjects: list[SubjectGrid]) -> list[float]:
+    """Mean physical spacing (mm) of the model grid's (pose, row, column) axes over ``subjects``."""
+    from ..io.nifti import read_volume
+    from .data import subject_files
+
+    spacings = []
+    for s in subjects:
+        spacing = np.asarray(read_volume(subject_files(s.subject, "t1")["image"]).spacing, dtype=float)
+        spacings.append(np.asarray(s.mapping.step) * spacing)
+    return [round(float(v), 3) for v in np.mean(spacings, 0)]
 
 
 @torch.inference_mode()
