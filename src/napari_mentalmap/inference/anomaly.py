@@ -49,7 +49,7 @@ def weights_path(kind: str) -> Path:
 
 def train_command(kind: str) -> str:
     """The command that (re)creates the shipped weights of ``kind``."""
-    epochs = 50 if kind.endswith("2d") else (100 if kind == "dense3d" else 75)
+    epochs = {"dense2d": 50, "spatial2d": 30, "dense3d": 75, "spatial3d": 50}.get(kind, 50)
     return f"mentalmap train uad --kind {kind} --epochs {epochs} --period 50"
 
 

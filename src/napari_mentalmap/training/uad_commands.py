@@ -36,7 +36,7 @@ def add_uad_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
     """Add ``uad`` to the ``train`` subcommand group."""
     parser = subparsers.add_parser("uad", help="anomaly VAE (dense/spatial, 2-D/3-D) on healthy FLAIR")
     parser.add_argument("--kind", choices=KINDS, default="dense3d")
-    parser.add_argument("--epochs", type=int, default=100)
+    parser.add_argument("--epochs", type=int, default=75)
     parser.add_argument("--period", type=float, default=50.0, help="cyclical β annealing period (epochs)")
     parser.add_argument("--batch-size", type=int, default=None, help="default: 4 volumes (3-D), 32 slices (2-D)")
     parser.add_argument("--lr", type=float, default=1e-3)
