@@ -31,6 +31,7 @@ class FlowConfig:
     res_blocks: int = 2
     logit_alpha: float = 0.05
     pose_norm: bool = True  # learned per-pose mean/log-scale layer after the logit
+    initial_squeeze: bool = True  # squeeze to 4 x S/2 x S/2 first: 4x cheaper couplings
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -200,8 +201,8 @@ class ConditionalRealNVP(nn.Module):
         pose_size = pose_feature_size(config.n_poses, config.pose_encoding)
         self.pose_norm = PoseNorm(config.n_poses, config.image_size) if config.pose_norm else None
         self.stages = nn.ModuleList()
-        channels = 1
-        size = config.image_size
+        channels = 4 if config.initial_squeeze else 1
+        size = config.image_size // 2 if config.initial_squeeze else config.image_size
         for _ in range(config.n_scales - 1):
             layers = nn.ModuleList()
             for i in range(config.couplings_per_stage):
@@ -246,6 +247,8 @@ class ConditionalRealNVP(nn.Module):
         if self.pose_norm is not None:
             h, ld = self.pose_norm(h, poses)
             logdet = logdet + ld
+        if self.config.initial_squeeze:
+            h = squeeze(h)
         factored = []
         for layers in self.stages:
             n_checker = self.config.couplings_per_stage
@@ -272,7 +275,8 @@ class ConditionalRealNVP(nn.Module):
         pose = self._pose(poses, z.dtype)
         b = z.shape[0]
         shapes = []
-        channels, size = 1, self.config.image_size
+        channels = 4 if self.config.initial_squeeze else 1
+        size = self.config.image_size // 2 if self.config.initial_squeeze else self.config.image_size
         for _ in self.stages:
             channels, size = channels * 4, size // 2
             shapes.append((channels - channels // 2, size))
@@ -291,6 +295,8 @@ class ConditionalRealNVP(nn.Module):
                 h, _ = layers[i].inverse(h, pose)
                 if i == self.config.couplings_per_stage:
                     h = unsqueeze(h)
+        if self.config.initial_squeeze:
+            h = unsqueeze(h)
         if self.pose_norm is not None:
             h, _ = self.pose_norm.inverse(h, poses)
         return h

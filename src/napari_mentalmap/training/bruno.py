@@ -1,0 +1,241 @@
+"""Training loop for Conditional BRUNO on Lightning Fabric (CPU, one GPU or DDP unchanged).
+
+Loss: the negative log-likelihood of sequences of ``length`` (slice, pose) pairs of one
+subject, every element scored given its predecessors (as BRUNO), in bits per pixel.
+Checkpoints (``last.pt``, ``best.pt``) hold weights, optimiser, step and the config, so a
+run interrupted at any point continues with ``--resume``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from ..io.preprocess import GridSpec
+from ..models.bruno import Bruno, BrunoConfig
+from ..models.flows import FlowConfig
+from .data import SPLITS, SequenceDataset, SubjectGrid, load_split
+
+
+@dataclass
+class TrainConfig:
+    out_dir: str = "runs/bruno"
+    steps: int = 20_000
+    batch_size: int = 4
+    sequence_length: int = 9
+    lr: float = 1e-3
+    warmup_steps: int = 200
+    weight_decay: float = 0.0
+    grad_clip: float = 50.0
+    val_every: int = 500
+    checkpoint_every: int = 200
+    max_minutes: float | None = None
+    seed: int = 0
+    num_threads: int | None = None
+    accelerator: str = "auto"
+    devices: int | str = 1
+    strategy: str = "auto"
+    val_contexts: int = 5
+    bruno: BrunoConfig = field(default_factory=BrunoConfig)
+
+
+def init_pose_norm(model: Bruno, subjects: list[SubjectGrid]) -> None:
+    """Data-dependent init: the pose-norm layer starts at the training set's per-pose
+    mean and standard deviation in logit space."""
+    if model.flow.pose_norm is None:
+        return
+    images = torch.from_numpy(np.stack([s.image for s in subjects]))  # (N, P, S, S)
+    logits, _ = model.flow.preprocess(images)
+    mean = logits.mean(0)
+    std = logits.std(0).clamp(min=0.05)
+    with torch.no_grad():
+        model.flow.pose_norm.mean.copy_(mean.unsqueeze(1))
+        model.flow.pose_norm.log_scale.copy_(std.log().unsqueeze(1))
+
+
+def evenly_spaced(n_contexts: int, n_poses: int) -> list[int]:
+    """Context poses spread evenly over the stack (centres of equal parts), as the paper."""
+    if n_contexts <= 0:
+        return []
+    if n_contexts >= n_poses:
+        return list(range(n_poses))
+    return sorted({int(round((i + 0.5) * n_poses / n_contexts - 0.5)) for i in range(n_contexts)})
+
+
+@torch.no_grad()
+def validate(model: Bruno, subjects: list[SubjectGrid], n_contexts: int, device: torch.device) -> dict:
+    """Validation bits/dim (fixed sequences) and SSIM/CC of the mean image on non-context poses."""
+    from ..evaluation.metrics import slice_cc, slice_ssim
+
+    model.eval()
+    dataset = SequenceDataset(subjects, length=9, epoch_size=32, augment=False, seed=12345)
+    bpd = []
+    for i in range(0, len(dataset), 8):
+        batch = [dataset[j] for j in range(i, min(i + 8, len(dataset)))]
+        images = torch.stack([b[0] for b in batch]).to(device)
+        poses = torch.stack([b[1] for b in batch]).to(device)
+        bpd.append(model.bits_per_dim(model.log_prob(images, poses)).mean().item())
+    n_poses = model.n_poses
+    contexts = evenly_spaced(n_contexts, n_poses)
+    queries = [p for p in range(n_poses) if p not in contexts]
+    ssim, cc = [], []
+    for subject in subjects:
+        volume = torch.from_numpy(subject.image).to(device)
+        context_poses = torch.tensor(contexts, device=device, dtype=torch.float32)
+        query_poses = torch.tensor(queries, device=device, dtype=torch.float32)
+        mean = model.posterior(volume[contexts], context_poses, query_poses).mean_image().cpu().numpy()
+        ssim.append(np.mean([slice_ssim(mean[i], subject.image[q]) for i, q in enumerate(queries)]))
+        cc.append(np.mean([slice_cc(mean[i], subject.image[q]) for i, q in enumerate(queries)]))
+    model.train()
+    return {"val_bpd": float(np.mean(bpd)), "val_ssim": float(np.mean(ssim)), "val_cc": float(np.mean(cc))}
+
+
+def _lr_factor(step: int, config: TrainConfig) -> float:
+    if step < config.warmup_steps:
+        return (step + 1) / config.warmup_steps
+    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+    return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def config_to_dict(config: TrainConfig) -> dict:
+    values = dict(config.__dict__)
+    values["bruno"] = config.bruno.to_dict()
+    return values
+
+
+def config_from_dict(values: dict) -> TrainConfig:
+    values = dict(values)
+    values["bruno"] = BrunoConfig.from_dict(values["bruno"])
+    return TrainConfig(**values)
+
+
+def train_bruno(config: TrainConfig, resume: bool = True, subjects: dict | None = None,
+                progress: bool = True) -> dict:
+    """Train (or continue training) BRUNO; returns the final metrics record.
+
+    ``subjects`` ({"train": [...], "val": [...]}) overrides the fixed splits (tests).
+    """
+    from lightning_fabric import Fabric
+    from tqdm.auto import tqdm
+
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    fabric = Fabric(accelerator=config.accelerator, devices=config.devices, strategy=config.strategy)
+    fabric.seed_everything(config.seed + fabric.global_rank)
+    out_dir = Path(config.out_dir)
+    if fabric.is_global_zero:
+        out_dir.mkdir(parents=True, exist_ok=True)
+
+    spec = GridSpec(**config.bruno.grid) if config.bruno.grid else GridSpec(
+        n_poses=config.bruno.flow.n_poses, size=config.bruno.flow.image_size
+    )
+    config.bruno.grid = spec.to_dict()
+    if subjects is None:
+        subjects = {"train": load_split("train", "t1", spec), "val": load_split("val", "t1", spec)}
+
+    model = Bruno(config.bruno)
+    init_pose_norm(model, subjects["train"])
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    state = {"step": 0, "best_val_ssim": -1.0, "history": [], "train_seconds": 0.0}
+    last_path = out_dir / "last.pt"
+    if resume and last_path.exists():
+        record = torch.load(last_path, map_location="cpu", weights_only=False)
+        model.load_state_dict(record["state_dict"])
+        optimizer.load_state_dict(record["optimizer"])
+        state.update(record["train_state"])
+        fabric.print(f"resumed from {last_path} at step {state['step']}")
+    model, optimizer = fabric.setup(model, optimizer)
+
+    dataset = SequenceDataset(subjects["train"], length=config.sequence_length,
+                              epoch_size=config.steps * config.batch_size * fabric.world_size,
+                              seed=config.seed + state["step"])
+    loader = fabric.setup_dataloaders(DataLoader(dataset, batch_size=config.batch_size, shuffle=False))
+
+    def save(path: Path, metrics: dict | None = None) -> None:
+        if not fabric.is_global_zero:
+            return
+        module = model.module if hasattr(model, "module") else model
+        record = {
+            "config": config.bruno.to_dict(),
+            "state_dict": module.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "train_state": state,
+            "train_config": config_to_dict(config),
+            "split": {k: SPLITS[k] for k in ("train", "val")},
+            "metrics": metrics or {},
+        }
+        tmp = path.with_suffix(".tmp")
+        torch.save(record, tmp)
+        tmp.replace(path)
+
+    started = time.time()
+    seconds_before = state["train_seconds"]
+    bar = tqdm(total=config.steps, initial=state["step"], disable=not (progress and fabric.is_global_zero),
+               desc="train bruno")
+    running = None
+    model.train()
+    iterator = iter(loader)
+    while state["step"] < config.steps:
+        images, poses = next(iterator)
+        for group in optimizer.param_groups:
+            group["lr"] = config.lr * _lr_factor(state["step"], config)
+        log_prob = model.log_prob(images, poses)
+        loss = model.bits_per_dim(log_prob).mean()  # bits/dim of every element given its predecessors
+        optimizer.zero_grad(set_to_none=True)
+        fabric.backward(loss)
+        fabric.clip_gradients(model, optimizer, max_norm=config.grad_clip, error_if_nonfinite=False)
+        optimizer.step()
+        state["step"] += 1
+        value = loss.item()
+        running = value if running is None else 0.98 * running + 0.02 * value
+        state["history"].append([state["step"], value])
+        bar.update(1)
+        bar.set_postfix(bpd=f"{running:.3f}")
+        state["train_seconds"] = seconds_before + time.time() - started
+        out_of_time = config.max_minutes is not None and time.time() - started > 60 * config.max_minutes
+        if state["step"] % config.val_every == 0 or state["step"] == config.steps or out_of_time:
+            module = model.module if hasattr(model, "module") else model
+            metrics = validate(module, subjects["val"], config.val_contexts, fabric.device)
+            metrics.update(step=state["step"], train_bpd=running, train_seconds=state["train_seconds"])
+            fabric.print(json.dumps(metrics))
+            if fabric.is_global_zero:
+                with open(out_dir / "val_log.jsonl", "a") as log:
+                    log.write(json.dumps(metrics) + "\n")
+            if metrics["val_ssim"] > state["best_val_ssim"]:
+                state["best_val_ssim"] = metrics["val_ssim"]
+                save(out_dir / "best.pt", metrics)
+            save(last_path, metrics)
+        elif state["step"] % config.checkpoint_every == 0:
+            save(last_path)
+        if out_of_time:
+            fabric.print(f"stopping after {config.max_minutes} min; continue with --resume")
+            break
+    bar.close()
+    return {"step": state["step"], "history": state["history"], "train_seconds": state["train_seconds"],
+            "best_val_ssim": state["best_val_ssim"]}
+
+
+def export_weights(checkpoint: Path, destination: Path, command: str | None = None) -> None:
+    """Write a slim shipped-weights file (no optimiser state) from a training checkpoint."""
+    import sys
+
+    record = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    shipped = {
+        "config": record["config"],
+        "state_dict": {k: v.to(torch.float32) for k, v in record["state_dict"].items()},
+        "split": record["split"],
+        "metrics": record["metrics"],
+        "train_config": record["train_config"],
+        "train_seconds": record["train_state"]["train_seconds"],
+        "steps": record["train_state"]["step"],
+        "command": command or "mentalmap " + " ".join(sys.argv[1:]),
+    }
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(shipped, destination)

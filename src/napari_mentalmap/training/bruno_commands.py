@@ -1,0 +1,57 @@
+"""``mentalmap train bruno``: command-line options of :func:`train_bruno`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def add_bruno_parser(models: argparse._SubParsersAction) -> None:
+    """Add ``bruno`` to the ``train`` model subcommands."""
+    parser = models.add_parser("bruno", help="train Conditional BRUNO on the T1 train split")
+    parser.add_argument("--out", default="runs/bruno", help="run folder (checkpoints, logs)")
+    parser.add_argument("--process", choices=["pose_aware", "exchangeable"], default="pose_aware")
+    parser.add_argument("--gaussian", action="store_true", help="Gaussian instead of Student-t process")
+    parser.add_argument("--pose-encoding", choices=["onehot", "continuous"], default="onehot")
+    parser.add_argument("--steps", type=int, default=20_000)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--width", type=int, default=32)
+    parser.add_argument("--res-blocks", type=int, default=2)
+    parser.add_argument("--couplings", type=int, default=3, help="couplings per stage and kind")
+    parser.add_argument("--scales", type=int, default=3)
+    parser.add_argument("--poses", type=int, default=48)
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--val-every", type=int, default=500)
+    parser.add_argument("--max-minutes", type=float, default=None, help="stop (and checkpoint) after this")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--accelerator", default="auto", help="cpu, cuda, mps or auto")
+    parser.add_argument("--devices", default="1", help="number of devices (DDP when > 1)")
+    parser.add_argument("--strategy", default="auto", help="e.g. ddp, ddp_spawn")
+    parser.add_argument("--no-resume", action="store_true", help="start afresh even if last.pt exists")
+    parser.add_argument("--export", default=None, help="after training, write best.pt's weights here")
+    parser.set_defaults(func=run_train_bruno)
+
+
+def run_train_bruno(args: argparse.Namespace) -> int:
+    from ..io.preprocess import GridSpec
+    from ..models.bruno import BrunoConfig
+    from ..models.flows import FlowConfig
+    from .bruno import TrainConfig, export_weights, train_bruno
+
+    flow = FlowConfig(image_size=args.size, n_poses=args.poses, pose_encoding=args.pose_encoding,
+                      n_scales=args.scales, couplings_per_stage=args.couplings, width=args.width,
+                      res_blocks=args.res_blocks)
+    bruno = BrunoConfig(flow=flow, process=args.process, student_t=not args.gaussian,
+                        grid=GridSpec(n_poses=args.poses, size=args.size).to_dict())
+    devices = int(args.devices) if str(args.devices).isdigit() else args.devices
+    config = TrainConfig(out_dir=args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                         val_every=args.val_every, max_minutes=args.max_minutes, num_threads=args.threads,
+                         accelerator=args.accelerator, devices=devices, strategy=args.strategy, bruno=bruno)
+    result = train_bruno(config, resume=not args.no_resume)
+    print(json.dumps({k: v for k, v in result.items() if k != "history"}))
+    if args.export:
+        export_weights(Path(args.out) / "best.pt", Path(args.export))
+        print(f"weights written to {args.export}")
+    return 0

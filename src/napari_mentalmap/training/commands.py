@@ -1,0 +1,16 @@
+"""``mentalmap train ...``: one subcommand per model family."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``train`` with its model subcommands."""
+    from .bruno_commands import add_bruno_parser
+    from .uad_commands import add_uad_parser
+
+    train = subparsers.add_parser("train", help="train a model on the shared data")
+    models = train.add_subparsers(dest="model", metavar="MODEL")
+    add_bruno_parser(models)
+    add_uad_parser(models)
