@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from qtpy.QtCore import Qt
+from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
     QComboBox,
     QFormLayout,
@@ -108,6 +108,10 @@ class LatentExplorerWidget(QWidget):
         self.embedding_plot: EmbeddingPlot | None = None
         self._prepared_cache: dict[int, latent.PreparedVolume] = {}
         self._worker = None
+        self._plot_timer = QTimer(self)
+        self._plot_timer.setSingleShot(True)
+        self._plot_timer.setInterval(120)
+        self._plot_timer.timeout.connect(self._update_plot_marker)
         self._build_ui()
         try:
             self.bundle = latent.load_slice_vae(weights, device="cpu")
@@ -254,8 +258,12 @@ class LatentExplorerWidget(QWidget):
         self.latency_label.setText(f"decode: {self.last_latency_ms:.1f} ms")
         self.current = np.asarray(z, np.float32)
         if self.embedding_plot is not None:
-            self.embedding_plot.mark(self.current)
+            self._plot_timer.start()  # redraw the marker once the slider settles
         return image
+
+    def _update_plot_marker(self) -> None:
+        if self.embedding_plot is not None and self.current is not None:
+            self.embedding_plot.mark(self.current)
 
     def set_base(self, z: np.ndarray) -> None:
         """Make ``z`` the explorer's base latent, reset the sliders and decode it."""
