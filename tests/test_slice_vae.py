@@ -26,7 +26,7 @@ def test_encode_decode_shapes():
     assert mu.shape == logvar.shape == (3, 4)
     out = model.decode(mu)
     assert out.shape == (3, 1, 16, 16)
-    assert float(out.min()) >= 0 and float(out.max()) <= 1
+    assert float(out.detach().min()) >= 0 and float(out.detach().max()) <= 1
     logits, mu, logvar = model(x[:, 0])
     loss, recon, kl = vae_loss(logits, x[:, 0], mu, logvar)
     assert torch.isfinite(loss) and float(kl) >= 0
@@ -194,3 +194,28 @@ def test_prepare_volume_resizes_slice():
 
     prepared = prepare_volume(np.random.default_rng(0).uniform(0, 100, (40, 50)), spec=GridSpec(n_poses=5, size=16))
     assert prepared.grid.shape == (1, 16, 16) and "resized" in prepared.note
+
+
+def test_results_table_csv_and_figure(tmp_path):
+    from napari_mentalmap.evaluation.slice_vae import ROWS, RowResult, markdown_table, write_results
+
+    rows = [RowResult(key, label, 2, 0.5, 0.1, [0.4, 0.5, 0.6], 0.9, 0.01) for key, label in ROWS]
+    examples = {key: np.random.default_rng(0).uniform(0, 1, (6, 16, 16)).astype(np.float32) for key, _ in ROWS}
+    paths = write_results(rows, examples, {"recon_mse": 0.01}, tmp_path)
+    assert all(path.exists() for path in paths.values())
+    assert markdown_table(rows).count("\n") == len(ROWS) + 1
+    assert "realism" in paths["csv"].read_text().splitlines()[0]
+
+
+def test_command_parsers():
+    import argparse
+
+    from napari_mentalmap.evaluation.slicevae_commands import add_slicevae_parser as add_eval
+    from napari_mentalmap.training.slicevae_commands import add_slicevae_parser as add_train
+
+    for add, argv in ((add_train, ["slicevae", "--part", "segnet", "--epochs", "2"]),
+                      (add_eval, ["slicevae", "--n-samples", "3"])):
+        parser = argparse.ArgumentParser()
+        add(parser.add_subparsers())
+        args = parser.parse_args(argv)
+        assert callable(args.func)

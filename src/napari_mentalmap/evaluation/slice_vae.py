@@ -167,7 +167,7 @@ def write_results(rows: list[RowResult], examples: dict[str, np.ndarray], extra:
         volume = examples[key]
         p, s = volume.shape[0], volume.shape[1]
         panels = [volume[p // 4], volume[p // 2], volume[3 * p // 4], volume[:, :, s // 2][::-1]]
-        titles = ["axial 1/4", "axial 1/2", "axial 3/4", "coronal reformat"]
+        titles = ["axial 1/4", "axial 1/2", "axial 3/4", "sagittal reformat"]
         for col, (panel, title) in enumerate(zip(panels, titles, strict=True)):
             ax = axes[row, col]
             ax.imshow(panel, cmap="gray", vmin=0, vmax=1, aspect="auto" if col == 3 else "equal")
