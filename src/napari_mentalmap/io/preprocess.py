@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 from scipy import ndimage
-from skimage import filters, morphology
+from skimage import filters
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,10 @@ class GridSpec:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+DEFAULT_GRID = GridSpec()
+"""The model grid of the shipped models (immutable, so safe as a default argument)."""
 
 
 @dataclass(frozen=True)
@@ -174,7 +178,7 @@ def _fit_shape(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 def plan_grid(
     mask: np.ndarray,
     spacing: tuple[float, float, float],
-    spec: GridSpec = GridSpec(),
+    spec: GridSpec = DEFAULT_GRID,
 ) -> GridMapping:
     """Place the model grid on a volume from its brain mask.
 
@@ -285,7 +289,7 @@ def to_model_grid(
     volume: np.ndarray,
     spacing: tuple[float, float, float],
     mask: np.ndarray | None = None,
-    spec: GridSpec = GridSpec(),
+    spec: GridSpec = DEFAULT_GRID,
     low: float = 0.5,
     high: float = 99.5,
 ) -> ModelGridVolume:

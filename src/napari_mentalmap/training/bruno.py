@@ -20,7 +20,6 @@ from torch.utils.data import DataLoader
 
 from ..io.preprocess import GridSpec
 from ..models.bruno import Bruno, BrunoConfig
-from ..models.flows import FlowConfig
 from .data import SPLITS, SequenceDataset, SubjectGrid, load_split
 
 
@@ -118,16 +117,25 @@ def config_from_dict(values: dict) -> TrainConfig:
 
 def train_bruno(config: TrainConfig, resume: bool = True, subjects: dict | None = None,
                 progress: bool = True) -> dict:
-    """Train (or continue training) BRUNO; returns the final metrics record.
+    """Train (or continue training) BRUNO; returns the final metrics record (rank 0).
 
-    ``subjects`` ({"train": [...], "val": [...]}) overrides the fixed splits (tests).
+    ``subjects`` ({"train": [...], "val": [...]}) overrides the fixed splits (tests). With
+    ``strategy="ddp_spawn"`` (or ``"ddp"`` from the command line) and ``devices > 1`` the
+    same loop runs data-parallel; gradients are averaged by Fabric.
     """
     from lightning_fabric import Fabric
-    from tqdm.auto import tqdm
 
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     fabric = Fabric(accelerator=config.accelerator, devices=config.devices, strategy=config.strategy)
+    return fabric.launch(_train_loop, config, resume, subjects, progress)
+
+
+def _train_loop(fabric, config: TrainConfig, resume: bool, subjects: dict | None, progress: bool) -> dict:
+    from tqdm.auto import tqdm
+
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
     fabric.seed_everything(config.seed + fabric.global_rank)
     out_dir = Path(config.out_dir)
     if fabric.is_global_zero:
@@ -152,6 +160,7 @@ def train_bruno(config: TrainConfig, resume: bool = True, subjects: dict | None 
         state.update(record["train_state"])
         fabric.print(f"resumed from {last_path} at step {state['step']}")
     model, optimizer = fabric.setup(model, optimizer)
+    model.mark_forward_method("log_prob")  # route through DDP's forward so gradients sync
 
     dataset = SequenceDataset(subjects["train"], length=config.sequence_length,
                               epoch_size=config.steps * config.batch_size * fabric.world_size,

@@ -16,7 +16,7 @@ from scipy import ndimage
 from torch.utils.data import Dataset
 
 from ..io.nifti import Volume, read_volume
-from ..io.preprocess import GridMapping, GridSpec, ModelGridVolume, to_model_grid
+from ..io.preprocess import DEFAULT_GRID, GridMapping, GridSpec, ModelGridVolume, to_model_grid
 
 NICHART = [f"Subj{i}" for i in range(1, 24)]
 SPLITS: dict[str, list[str]] = {
@@ -112,7 +112,7 @@ class SubjectGrid:
     lesions: np.ndarray | None = None  # (P, S, S) bool, where the data set has lesion masks
 
 
-def load_subject_grid(subject: str, modality: str = "t1", spec: GridSpec = GridSpec()) -> SubjectGrid:
+def load_subject_grid(subject: str, modality: str = "t1", spec: GridSpec = DEFAULT_GRID) -> SubjectGrid:
     """Read, skull-strip, normalise and resample one subject; cached on disk."""
     key = f"{subject}_{modality}_{spec.n_poses}x{spec.size}_c{spec.coverage:g}_m{spec.margin:g}.npz"
     path = cache_dir() / key
@@ -151,7 +151,7 @@ def load_subject_grid(subject: str, modality: str = "t1", spec: GridSpec = GridS
     return SubjectGrid(subject, grid.image, grid.mask, grid.mapping, lesions)
 
 
-def load_split(split: str, modality: str = "t1", spec: GridSpec = GridSpec()) -> list[SubjectGrid]:
+def load_split(split: str, modality: str = "t1", spec: GridSpec = DEFAULT_GRID) -> list[SubjectGrid]:
     """Every subject of a fixed split on the model grid (with a tqdm bar when slow)."""
     from tqdm.auto import tqdm
 
@@ -244,7 +244,7 @@ def tissue_classes(labels: np.ndarray) -> np.ndarray:
     return out
 
 
-def load_subject_tissue(subject: str, spec: GridSpec = GridSpec()) -> np.ndarray:
+def load_subject_tissue(subject: str, spec: GridSpec = DEFAULT_GRID) -> np.ndarray:
     """Tissue classes (see :func:`tissue_classes`) of a NiChart subject on its T1 model grid.
 
     ``(P, S, S)`` uint8, nearest-neighbour resampled; cached on disk next to the images.

@@ -1,0 +1,208 @@
+"""The paper's mental-map protocol, with honest baselines.
+
+For each held-out subject on the model grid and each number of contexts (evenly spread
+over the stack), every pose is queried; SSIM and CC against the real slice are averaged
+over slices, then over subjects. Scores are reported on the non-context poses (what the
+model has to invent) and on all poses (context poses included, as in the paper where the
+contexts are part of the generated stack).
+
+Rows: BRUNO mean image (flow inverse of the posterior-mean latent), BRUNO average of
+samples, one BRUNO sample, and the baselines linear interpolation between the nearest
+contexts (constant beyond the outermost), nearest context slice, and the population mean
+slice per pose (average of the training subjects).
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..models.bruno import Bruno
+from ..training.bruno import evenly_spaced
+from ..training.data import SubjectGrid
+from .metrics import slice_cc, slice_ssim
+
+CONTEXT_COUNTS = (1, 3, 5, 9)
+
+
+def linear_interpolation(volume: np.ndarray, contexts: list[int]) -> np.ndarray:
+    """Every pose linearly interpolated between its two nearest contexts (constant outside)."""
+    n_poses = volume.shape[0]
+    out = np.empty_like(volume)
+    for pose in range(n_poses):
+        below = [c for c in contexts if c <= pose]
+        above = [c for c in contexts if c >= pose]
+        if not below:
+            out[pose] = volume[above[0]]
+        elif not above:
+            out[pose] = volume[below[-1]]
+        else:
+            low, high = below[-1], above[0]
+            weight = 0.0 if high == low else (pose - low) / (high - low)
+            out[pose] = (1 - weight) * volume[low] + weight * volume[high]
+    return out
+
+
+def nearest_context(volume: np.ndarray, contexts: list[int]) -> np.ndarray:
+    """Every pose replaced by the closest context slice (ties: the lower one)."""
+    nearest = [min(contexts, key=lambda c: (abs(c - pose), c)) for pose in range(volume.shape[0])]
+    return volume[nearest]
+
+
+@dataclass
+class Row:
+    dataset: str
+    method: str
+    n_contexts: int
+    poses: str  # "non-context" or "all"
+    ssim: float
+    cc: float
+    ssim_per_pose: list[float]
+
+
+def _scores(generated: np.ndarray, real: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    ssim = np.array([slice_ssim(g, r) for g, r in zip(generated, real, strict=True)])
+    cc = np.array([slice_cc(g, r) for g, r in zip(generated, real, strict=True)])
+    return ssim, cc
+
+
+def bruno_predictors(model: Bruno, n_samples: int, seed: int, device: torch.device,
+                     label: str = "BRUNO") -> dict[str, Callable]:
+    """Predictors (volume, contexts) -> generated volume for the BRUNO rows."""
+    cache: dict = {}
+
+    def posterior_outputs(volume: np.ndarray, contexts: list[int]):
+        key = (id(volume), tuple(contexts))
+        if key not in cache:
+            cache.clear()
+            poses = torch.arange(model.n_poses, dtype=torch.float32, device=device)
+            with torch.inference_mode():
+                posterior = model.posterior(
+                    torch.from_numpy(volume[contexts]).to(device),
+                    torch.tensor(contexts, dtype=torch.float32, device=device),
+                    poses,
+                )
+                generator = torch.Generator(device=device).manual_seed(seed)
+                mean = posterior.mean_image().cpu().numpy()
+                samples = posterior.samples(n_samples, generator=generator).cpu().numpy()
+            cache[key] = (mean, samples)
+        return cache[key]
+
+    return {
+        f"{label} mean (latent mean)": lambda v, c: posterior_outputs(v, c)[0],
+        f"{label} mean ({n_samples} samples)": lambda v, c: posterior_outputs(v, c)[1].mean(0),
+        f"{label} single sample": lambda v, c: posterior_outputs(v, c)[1][0],
+    }
+
+
+def evaluate(
+    predictors: dict[str, Callable[[np.ndarray, list[int]], np.ndarray]],
+    subjects: list[SubjectGrid],
+    dataset: str,
+    context_counts=CONTEXT_COUNTS,
+    keep_contexts: bool = True,
+    progress: bool = True,
+) -> list[Row]:
+    """Score each predictor on each subject and context count (model grid, [0, 1])."""
+    from tqdm.auto import tqdm
+
+    rows = []
+    bar = tqdm(total=len(predictors) * len(context_counts) * len(subjects), desc=f"eval {dataset}",
+               disable=not progress, leave=False)
+    for method, predict in predictors.items():
+        for count in context_counts:
+            per_subject = {"non-context": [], "all": []}
+            for subject in subjects:
+                real = subject.image
+                contexts = evenly_spaced(count, real.shape[0])
+                generated = np.asarray(predict(real, contexts), dtype=np.float32).copy()
+                if keep_contexts:
+                    generated[contexts] = real[contexts]
+                ssim, cc = _scores(generated, real)
+                queries = [p for p in range(real.shape[0]) if p not in contexts]
+                per_subject["non-context"].append((ssim[queries].mean(), cc[queries].mean(),
+                                                   np.where(np.isin(np.arange(len(ssim)), contexts), np.nan, ssim)))
+                per_subject["all"].append((ssim.mean(), cc.mean(), ssim))
+                bar.update(1)
+            for poses, values in per_subject.items():
+                rows.append(Row(dataset, method, count, poses,
+                                float(np.mean([v[0] for v in values])), float(np.mean([v[1] for v in values])),
+                                np.nanmean(np.stack([v[2] for v in values]), 0).tolist()))
+    bar.close()
+    return rows
+
+
+def baseline_predictors(population_mean: np.ndarray) -> dict[str, Callable]:
+    return {
+        "linear interpolation": linear_interpolation,
+        "nearest context": nearest_context,
+        "population mean": lambda volume, contexts: population_mean,
+    }
+
+
+def markdown_table(rows: list[Row], poses: str = "non-context") -> str:
+    """Rows = methods, columns = SSIM and CC per context count, per data set."""
+    lines = []
+    datasets = list(dict.fromkeys(r.dataset for r in rows))
+    counts = sorted({r.n_contexts for r in rows})
+    for dataset in datasets:
+        subset = [r for r in rows if r.dataset == dataset and r.poses == poses]
+        methods = list(dict.fromkeys(r.method for r in subset))
+        lines.append(f"**{dataset}** — {poses} poses; SSIM / CC for {', '.join(map(str, counts))} contexts")
+        lines.append("")
+        header = "| method | " + " | ".join(f"SSIM {c}" for c in counts) + " | " + " | ".join(f"CC {c}" for c in counts) + " |"
+        lines.append(header)
+        lines.append("|" + "---|" * (1 + 2 * len(counts)))
+        for method in methods:
+            by_count = {r.n_contexts: r for r in subset if r.method == method}
+            best_ssim = {c: max(r.ssim for r in subset if r.n_contexts == c) for c in counts}
+            best_cc = {c: max(r.cc for r in subset if r.n_contexts == c) for c in counts}
+
+            def cell(value: float, best: float) -> str:
+                return f"**{value:.3f}**" if abs(value - best) < 5e-4 else f"{value:.3f}"
+
+            lines.append(
+                f"| {method} | "
+                + " | ".join(cell(by_count[c].ssim, best_ssim[c]) for c in counts)
+                + " | "
+                + " | ".join(cell(by_count[c].cc, best_cc[c]) for c in counts)
+                + " |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def save_results(rows: list[Row], out_dir: Path) -> None:
+    """CSV of every row and a figure of SSIM per pose (as the paper's Figure 3c)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / "bruno_eval.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["dataset", "method", "n_contexts", "poses", "ssim", "cc"])
+        for r in rows:
+            writer.writerow([r.dataset, r.method, r.n_contexts, r.poses, f"{r.ssim:.4f}", f"{r.cc:.4f}"])
+    datasets = list(dict.fromkeys(r.dataset for r in rows))
+    counts = sorted({r.n_contexts for r in rows})
+    for dataset in datasets:
+        fig, axes = plt.subplots(1, len(counts), figsize=(4 * len(counts), 3.4), sharey=True)
+        for ax, count in zip(np.atleast_1d(axes), counts, strict=True):
+            for r in rows:
+                if r.dataset == dataset and r.n_contexts == count and r.poses == "all" and "sample" not in r.method:
+                    ax.plot(r.ssim_per_pose, label=r.method)
+            ax.set_title(f"{count} contexts")
+            ax.set_xlabel("pose (inferior → superior)")
+        np.atleast_1d(axes)[0].set_ylabel("SSIM")
+        np.atleast_1d(axes)[-1].legend(fontsize=7)
+        fig.suptitle(f"SSIM per pose — {dataset}")
+        fig.tight_layout()
+        fig.savefig(out_dir / f"ssim_per_pose_{dataset}.png", dpi=110)
+        plt.close(fig)
