@@ -28,9 +28,9 @@ from scipy import ndimage
 from ..inference.anomaly import (
     DEFAULT_MIN_SIZE,
     AnomalyModel,
+    LabelUpdater,
     anomaly_map,
     run_job,
-    threshold_labels,
 )
 from ..io.nifti import read_volume
 from ..io.preprocess import normalize_intensity
@@ -107,8 +107,11 @@ def _rankdata(values: np.ndarray) -> np.ndarray:
 def dice_table(maps: Sequence[np.ndarray], truths: Sequence[np.ndarray], thresholds: Sequence[float],
                min_size: int = DEFAULT_MIN_SIZE) -> np.ndarray:
     """Dice of every volume (rows) at every threshold (columns)."""
-    return np.array([[dice(threshold_labels(m, t, min_size) > 0, g) for t in thresholds]
-                     for m, g in zip(maps, truths, strict=True)])
+    rows = []
+    for anomaly, truth in zip(maps, truths, strict=True):
+        updater = LabelUpdater(anomaly)
+        rows.append([dice(updater.update(float(t), min_size) > 0, truth) for t in thresholds])
+    return np.array(rows)
 
 
 def half_split(n: int) -> tuple[list[int], list[int]]:
@@ -149,19 +152,26 @@ def evaluate_maps(name: str, maps: dict[str, np.ndarray], volumes: dict[str, Tes
                   thresholds: Sequence[float], seconds: float = float("nan"),
                   wide: Sequence[float] | None = None) -> list[dict]:
     """Protocol (paper range, and ``wide`` range) + AUROC/AUPRC of one method on every test set."""
+    wide = thresholds if wide is None else wide
+    per_subject = {}
+    for subject, anomaly in maps.items():
+        truth, mask = volumes[subject].truth, volumes[subject].mask
+        per_subject[subject] = {
+            "dice": dice_table([anomaly], [truth], thresholds)[0],
+            "dice wide": dice_table([anomaly], [truth], wide)[0],
+            "AUPRC": average_precision(anomaly[mask], truth[mask]),
+            "AUROC": roc_auc(anomaly[mask], truth[mask]),
+        }
     rows = []
     for test_set, subjects in TEST_SETS.items():
-        m = [maps[s] for s in subjects]
-        g = [volumes[s].truth for s in subjects]
-        masks = [volumes[s].mask for s in subjects]
-        dices = dice_table(m, g, thresholds)
+        dices = np.stack([per_subject[s]["dice"] for s in subjects])
+        wide_dices = np.stack([per_subject[s]["dice wide"] for s in subjects])
         row = {"method": name, "test set": test_set, **half_half_protocol(dices, thresholds)}
-        wide_dices = dice_table(m, g, wide) if wide is not None else dices
-        wide_result = half_half_protocol(wide_dices, wide if wide is not None else thresholds)
+        wide_result = half_half_protocol(wide_dices, wide)
         row.update({k.replace("dice", "dice (wide)").replace("threshold", "threshold (wide)"): v
                     for k, v in wide_result.items()})
-        row["AUPRC"] = float(np.nanmean([average_precision(a[k], t[k]) for a, t, k in zip(m, g, masks, strict=True)]))
-        row["AUROC"] = float(np.nanmean([roc_auc(a[k], t[k]) for a, t, k in zip(m, g, masks, strict=True)]))
+        row["AUPRC"] = float(np.nanmean([per_subject[s]["AUPRC"] for s in subjects]))
+        row["AUROC"] = float(np.nanmean([per_subject[s]["AUROC"] for s in subjects]))
         row["best fixed-threshold dice (oracle)"] = float(wide_dices.mean(axis=0).max())
         row["seconds per volume"] = seconds
         rows.append(row)

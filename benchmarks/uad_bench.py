@@ -1,0 +1,108 @@
+"""Speed of the anomaly maps: map time per model and threshold-slider update time.
+
+    .venv/bin/python benchmarks/uad_bench.py [--threads 1] [--widget]
+
+Volumes: open_ms patient07 at 1 mm (182 x 218 x 182, from ../shared/data) and the
+shipped 2 mm sample. Map time = automatic brain mask + model grid + VAE + back to the
+input grid, as the widget runs it (model loading excluded, reported apart). Slider time
+= ``LabelUpdater.update`` (threshold + components under 10 voxels removed) over 15
+thresholds; with ``--widget`` also the whole widget update (Labels layer refresh, Dice)
+in an offscreen napari viewer. Prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from napari_mentalmap._sample_data import SAMPLE_FLAIR, SAMPLE_LESIONS
+from napari_mentalmap.inference.anomaly import (
+    LabelUpdater,
+    anomaly_map,
+    load_anomaly_model,
+    run_job,
+)
+from napari_mentalmap.io.nifti import read_volume
+from napari_mentalmap.models.uad_vae import KINDS
+from napari_mentalmap.training.data import data_root
+
+
+def timed(function, repeats: int = 3) -> tuple[float, object]:
+    """Median wall time (s) of ``repeats`` calls and the last result."""
+    times, result = [], None
+    for _ in range(repeats):
+        started = time.perf_counter()
+        result = function()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times), result
+
+
+def slider_ms(anomaly: np.ndarray) -> float:
+    """Median ms of one threshold update over 15 thresholds spread over the map's range."""
+    updater = LabelUpdater(anomaly)
+    values = np.linspace(0.05, float(anomaly.max()) * 0.9, 15)
+    times = []
+    for threshold in values:
+        started = time.perf_counter()
+        updater.update(float(threshold), 10)
+        times.append(1000 * (time.perf_counter() - started))
+    return statistics.median(times)
+
+
+def widget_ms(anomaly: np.ndarray, source: np.ndarray, truth: np.ndarray) -> float:
+    """Median ms of the widget's whole slider update (labels + layer refresh + Dice)."""
+    import napari
+
+    from napari_mentalmap.inference.anomaly import AnomalyResult
+    from napari_mentalmap.widgets.anomaly import AnomalyWidget
+
+    viewer = napari.Viewer(show=False)
+    layer = viewer.add_image(source, name="FLAIR")
+    viewer.add_labels(truth.astype(np.uint8), name="truth")
+    widget = AnomalyWidget(viewer)
+    result = AnomalyResult(anomaly, anomaly > 0, None, None)
+    widget.show_result(result, 0.3, layer)
+    widget.truth_combo.setCurrentText("truth")
+    times = []
+    for threshold in np.linspace(0.05, float(anomaly.max()) * 0.9, 15):
+        widget.threshold_slider.setValue(float(threshold))
+        times.append(widget.last_update_ms)
+    viewer.close()
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--widget", action="store_true", help="also time the napari widget update")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    volumes = {
+        "patient07 1 mm": (read_volume(data_root() / "open_ms" / "patient07" / "FLAIR.nii.gz"),
+                           read_volume(data_root() / "open_ms" / "patient07" / "lesion_consensus.nii.gz",
+                                       as_labels=True)),
+        "sample 2 mm": (read_volume(SAMPLE_FLAIR), read_volume(SAMPLE_LESIONS, as_labels=True)),
+    }
+    print(f"torch threads: {torch.get_num_threads()}\n")
+    header = "| model | volume | shape | load (s) | anomaly map (s) | slider update (ms) |"
+    if args.widget:
+        header += " widget update (ms) |"
+    print(header)
+    print("|" + "---|" * (header.count("|") - 1))
+    for kind in KINDS:
+        load_seconds, model = timed(lambda kind=kind: load_anomaly_model(kind, "cpu"), repeats=1)
+        for name, (volume, truth) in volumes.items():
+            seconds, result = timed(lambda v=volume, m=model: run_job(anomaly_map(v.data, v.spacing, m)))
+            line = (f"| {kind} | {name} | {'x'.join(map(str, volume.data.shape))} | {load_seconds:.2f} | "
+                    f"{seconds:.2f} | {slider_ms(result.anomaly):.1f} |")
+            if args.widget:
+                line += f" {widget_ms(result.anomaly, volume.data, truth.data > 0):.1f} |"
+            print(line, flush=True)
+
+
+if __name__ == "__main__":
+    main()
