@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 
 from ..io.preprocess import GridSpec
 from ..models.bruno import Bruno, BrunoConfig
-from .data import SPLITS, SequenceDataset, SubjectGrid, load_split
+from .data import SPLITS, SequenceDataset, load_split
 
 
 @dataclass
@@ -45,12 +45,12 @@ class TrainConfig:
     bruno: BrunoConfig = field(default_factory=BrunoConfig)
 
 
-def init_pose_norm(model: Bruno, subjects: list[SubjectGrid]) -> None:
+def init_pose_norm(model: Bruno, volumes: list[np.ndarray]) -> None:
     """Data-dependent init: the pose-norm layer starts at the training set's per-pose
     mean and standard deviation in logit space."""
     if model.flow.pose_norm is None:
         return
-    images = torch.from_numpy(np.stack([s.image for s in subjects]))  # (N, P, S, S)
+    images = torch.from_numpy(np.stack(volumes))  # (N, P, S, S)
     logits, _ = model.flow.preprocess(images)
     mean = logits.mean(0)
     std = logits.std(0).clamp(min=0.05)
@@ -69,12 +69,12 @@ def evenly_spaced(n_contexts: int, n_poses: int) -> list[int]:
 
 
 @torch.no_grad()
-def validate(model: Bruno, subjects: list[SubjectGrid], n_contexts: int, device: torch.device) -> dict:
+def validate(model: Bruno, volumes: list[np.ndarray], n_contexts: int, device: torch.device) -> dict:
     """Validation bits/dim (fixed sequences) and SSIM/CC of the mean image on non-context poses."""
     from ..evaluation.metrics import slice_cc, slice_ssim
 
     model.eval()
-    dataset = SequenceDataset(subjects, length=9, epoch_size=32, augment=False, seed=12345)
+    dataset = SequenceDataset(volumes, length=9, epoch_size=32, augment=False, seed=12345)
     bpd = []
     for i in range(0, len(dataset), 8):
         batch = [dataset[j] for j in range(i, min(i + 8, len(dataset)))]
@@ -85,13 +85,13 @@ def validate(model: Bruno, subjects: list[SubjectGrid], n_contexts: int, device:
     contexts = evenly_spaced(n_contexts, n_poses)
     queries = [p for p in range(n_poses) if p not in contexts]
     ssim, cc = [], []
-    for subject in subjects:
-        volume = torch.from_numpy(subject.image).to(device)
+    for real in volumes:
+        volume = torch.from_numpy(real).to(device)
         context_poses = torch.tensor(contexts, device=device, dtype=torch.float32)
         query_poses = torch.tensor(queries, device=device, dtype=torch.float32)
         mean = model.posterior(volume[contexts], context_poses, query_poses).mean_image().cpu().numpy()
-        ssim.append(np.mean([slice_ssim(mean[i], subject.image[q]) for i, q in enumerate(queries)]))
-        cc.append(np.mean([slice_cc(mean[i], subject.image[q]) for i, q in enumerate(queries)]))
+        ssim.append(np.mean([slice_ssim(mean[i], real[q]) for i, q in enumerate(queries)]))
+        cc.append(np.mean([slice_cc(mean[i], real[q]) for i, q in enumerate(queries)]))
     model.train()
     return {"val_bpd": float(np.mean(bpd)), "val_ssim": float(np.mean(ssim)), "val_cc": float(np.mean(cc))}
 
@@ -119,7 +119,7 @@ def train_bruno(config: TrainConfig, resume: bool = True, subjects: dict | None 
                 progress: bool = True) -> dict:
     """Train (or continue training) BRUNO; returns the final metrics record (rank 0).
 
-    ``subjects`` ({"train": [...], "val": [...]}) overrides the fixed splits (tests). With
+    ``subjects`` ({"train": [SubjectGrid, ...], "val": [...]}) overrides the fixed splits. With
     ``strategy="ddp_spawn"`` (or ``"ddp"`` from the command line) and ``devices > 1`` the
     same loop runs data-parallel; gradients are averaged by Fabric.
     """
@@ -128,10 +128,12 @@ def train_bruno(config: TrainConfig, resume: bool = True, subjects: dict | None 
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     fabric = Fabric(accelerator=config.accelerator, devices=config.devices, strategy=config.strategy)
-    return fabric.launch(_train_loop, config, resume, subjects, progress)
+    # plain arrays: they cross process boundaries with spawn-based DDP
+    volumes = None if subjects is None else {k: [s.image for s in v] for k, v in subjects.items()}
+    return fabric.launch(_train_loop, config, resume, volumes, progress)
 
 
-def _train_loop(fabric, config: TrainConfig, resume: bool, subjects: dict | None, progress: bool) -> dict:
+def _train_loop(fabric, config: TrainConfig, resume: bool, volumes: dict | None, progress: bool) -> dict:
     from tqdm.auto import tqdm
 
     if config.num_threads:
@@ -145,11 +147,11 @@ def _train_loop(fabric, config: TrainConfig, resume: bool, subjects: dict | None
         n_poses=config.bruno.flow.n_poses, size=config.bruno.flow.image_size
     )
     config.bruno.grid = spec.to_dict()
-    if subjects is None:
-        subjects = {"train": load_split("train", "t1", spec), "val": load_split("val", "t1", spec)}
+    if volumes is None:
+        volumes = {split: [s.image for s in load_split(split, "t1", spec)] for split in ("train", "val")}
 
     model = Bruno(config.bruno)
-    init_pose_norm(model, subjects["train"])
+    init_pose_norm(model, volumes["train"])
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     state = {"step": 0, "best_val_ssim": -1.0, "history": [], "train_seconds": 0.0}
     last_path = out_dir / "last.pt"
@@ -162,7 +164,7 @@ def _train_loop(fabric, config: TrainConfig, resume: bool, subjects: dict | None
     model, optimizer = fabric.setup(model, optimizer)
     model.mark_forward_method("log_prob")  # route through DDP's forward so gradients sync
 
-    dataset = SequenceDataset(subjects["train"], length=config.sequence_length,
+    dataset = SequenceDataset(volumes["train"], length=config.sequence_length,
                               epoch_size=config.steps * config.batch_size * fabric.world_size,
                               seed=config.seed + state["step"])
     loader = fabric.setup_dataloaders(DataLoader(dataset, batch_size=config.batch_size, shuffle=False))
@@ -211,7 +213,7 @@ def _train_loop(fabric, config: TrainConfig, resume: bool, subjects: dict | None
         out_of_time = config.max_minutes is not None and time.time() - started > 60 * config.max_minutes
         if state["step"] % config.val_every == 0 or state["step"] == config.steps or out_of_time:
             module = model.module if hasattr(model, "module") else model
-            metrics = validate(module, subjects["val"], config.val_contexts, fabric.device)
+            metrics = validate(module, volumes["val"], config.val_contexts, fabric.device)
             metrics.update(step=state["step"], train_bpd=running, train_seconds=state["train_seconds"])
             fabric.print(json.dumps(metrics))
             if fabric.is_global_zero:

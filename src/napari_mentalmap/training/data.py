@@ -195,9 +195,10 @@ class SequenceDataset(Dataset):
     up to ``max_shift`` pixels and an intensity gamma in [0.9, 1.1].
     """
 
-    def __init__(self, subjects: list[SubjectGrid], length: int = 9, epoch_size: int = 10_000,
+    def __init__(self, volumes: list[np.ndarray], length: int = 9, epoch_size: int = 10_000,
                  augment: bool = True, max_shift: int = 2, seed: int = 0):
-        self.images = torch.from_numpy(np.stack([s.image for s in subjects]))
+        """``volumes``: model-grid images (P, S, S) of the subjects (``SubjectGrid.image``)."""
+        self.images = torch.from_numpy(np.stack(volumes))
         self.length = length
         self.epoch_size = epoch_size
         self.augment = augment

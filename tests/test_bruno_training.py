@@ -1,0 +1,68 @@
+"""BRUNO training loop: data-parallel (DDP, gloo, 2 CPU processes) and resume."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_mentalmap.io.preprocess import GridMapping
+from napari_mentalmap.models.bruno import Bruno, BrunoConfig
+from napari_mentalmap.models.flows import FlowConfig
+from napari_mentalmap.training.bruno import TrainConfig, evenly_spaced, train_bruno
+from napari_mentalmap.training.data import SubjectGrid
+
+
+def _subjects(n: int, seed: int) -> list[SubjectGrid]:
+    """Smooth synthetic 'brains' on an 8-pose 16x16 grid: a blob whose size varies with pose."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.meshgrid(np.linspace(-1, 1, 16), np.linspace(-1, 1, 16), indexing="ij")
+    subjects = []
+    for index in range(n):
+        radius = 0.5 + 0.1 * rng.standard_normal()
+        poses = []
+        for pose in range(8):
+            r = radius * (1 - ((pose - 3.5) / 6) ** 2)
+            poses.append(np.clip(1.2 - np.sqrt(xx**2 + yy**2) / r, 0, 1) * (0.8 + 0.1 * rng.random()))
+        image = np.stack(poses).astype(np.float32)
+        mapping = GridMapping((8, 16, 16), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), (8, 16, 16))
+        subjects.append(SubjectGrid(f"synthetic{index}", image, image > 0, mapping))
+    return subjects
+
+
+def _config(tmp_path, steps: int, **overrides) -> TrainConfig:
+    flow = FlowConfig(image_size=16, n_poses=8, n_scales=2, couplings_per_stage=1, final_couplings=1, width=8,
+                      res_blocks=1)
+    bruno = BrunoConfig(flow=flow, grid={"n_poses": 8, "size": 16, "coverage": 0.75, "margin": 0.06})
+    values = dict(out_dir=str(tmp_path / "run"), steps=steps, batch_size=2, lr=3e-3, warmup_steps=2,
+                  val_every=steps, checkpoint_every=5, num_threads=1, accelerator="cpu", val_contexts=2,
+                  bruno=bruno)
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def test_ddp_training_on_two_cpu_processes_reduces_the_loss(tmp_path):
+    subjects = {"train": _subjects(6, 0), "val": _subjects(2, 1)}
+    config = _config(tmp_path, steps=40, devices=2, strategy="ddp_spawn")
+    result = train_bruno(config, resume=False, subjects=subjects, progress=False)
+    losses = np.array([value for _, value in result["history"]])
+    assert len(losses) == 40 and np.isfinite(losses).all()
+    assert losses[-8:].mean() < losses[:8].mean() - 0.05
+    model, record = Bruno.load(tmp_path / "run" / "best.pt")
+    assert record["split"]["train"][0] == "Subj1" and "val_bpd" in record["metrics"]
+
+
+def test_training_resumes_from_its_last_checkpoint(tmp_path):
+    subjects = {"train": _subjects(4, 0), "val": _subjects(2, 1)}
+    first = train_bruno(_config(tmp_path, steps=10), resume=False, subjects=subjects, progress=False)
+    assert first["step"] == 10
+    second = train_bruno(_config(tmp_path, steps=15), resume=True, subjects=subjects, progress=False)
+    assert second["step"] == 15 and len(second["history"]) == 15
+    record = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    assert record["train_state"]["step"] == 15
+
+
+@pytest.mark.parametrize("count, n_poses, expected", [(1, 48, [24]), (3, 48, [8, 24, 40]), (0, 48, []),
+                                                       (5, 4, [0, 1, 2, 3])])
+def test_evenly_spaced_contexts(count, n_poses, expected):
+    assert evenly_spaced(count, n_poses) == expected
