@@ -192,6 +192,16 @@ def test_bad_inputs(tmp_path) -> None:
         load_anomaly_model(tmp_path / "broken.pt")
 
 
+def test_modality_warning_from_names() -> None:
+    from napari_mentalmap.inference.anomaly import modality_warning
+
+    assert "T1" in modality_warning("sample T1")
+    assert "T2" in modality_warning("patient19_T2")
+    assert modality_warning("sample FLAIR") is None
+    assert modality_warning("Subj21_FL") is None
+    assert modality_warning("volume") is None
+
+
 def test_threshold_post_processing_on_a_known_blob() -> None:
     anomaly = np.zeros((20, 20, 20), np.float32)
     anomaly[5:9, 5:9, 5:9] = 0.5  # 64-voxel blob

@@ -82,7 +82,14 @@ def test_widget_bad_inputs(make_napari_viewer, qtbot, tiny_weights) -> None:
     widget.weights["dense3d"] = tiny_weights
     widget.compute()  # no layer: a notification, no crash
     assert widget.worker is None
+    viewer.add_image(_volume(), name="sample T1")
+    widget.refresh_layer_choices()
+    widget.layer_combo.setCurrentText("sample T1")
+    widget.compute()  # a T1 still runs, with a warning
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=30_000)
+    assert widget.labels_layer is not None and "T1" in widget.status.text()
     viewer.add_image(np.zeros((20, 24, 24), np.float32), name="empty FLAIR")
+    widget.layer_combo.setCurrentText("empty FLAIR")
     widget.compute()
     qtbot.waitUntil(lambda: widget.worker is None, timeout=30_000)
-    assert "error" in widget.status.text() and widget.labels_layer is None
+    assert "error" in widget.status.text()

@@ -173,6 +173,24 @@ def anomaly_map(
     return AnomalyResult(anomaly.astype(np.float32), mask, grid, reconstruction, notes)
 
 
+def modality_warning(name: str) -> str | None:
+    """A warning when a layer or file name says it is not a FLAIR (e.g. ``sample T1``).
+
+    The reconstruction error alone does not separate T1 from FLAIR for these small VAEs
+    (both reconstruct equally blurrily), so the name is the practical hint.
+    """
+    import re
+
+    words = set(re.split(r"[^a-z0-9]+", name.lower()))
+    if "flair" in words or "fl" in words:
+        return None
+    other = words & {"t1", "t1w", "t2", "t2w", "pd", "mprage", "dwi", "adc", "ct"}
+    if other:
+        return (f"{name!r} looks like a {sorted(other)[0].upper()} image: the anomaly VAEs were trained "
+                "on FLAIR, so the map and labels are unlikely to mean much")
+    return None
+
+
 def run_job(job: Generator) -> object:
     """Run a progress generator to the end and return its value (CLI, tests)."""
     try:

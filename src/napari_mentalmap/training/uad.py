@@ -202,7 +202,7 @@ def train_uad(config: UADTrainConfig, resume: bool = True, subjects: dict | None
 
 
 def export_weights(run_dir: str | Path, path: str | Path, extra: dict | None = None) -> Path:
-    """Write the small shipped file (weights + config + split + grid + command) from a run."""
+    """Write the small shipped file (float16 weights + config + split + grid + command) from a run."""
     record = torch.load(Path(run_dir) / "last.pt", map_location="cpu", weights_only=False)
     train_config = record["train_config"]
     history = record["train_state"]["history"]
@@ -211,7 +211,7 @@ def export_weights(run_dir: str | Path, path: str | Path, extra: dict | None = N
         "kind": train_config["kind"],
         "config": train_config["model"],
         "grid": train_config["grid"],
-        "state_dict": {k: v.to(torch.float32) if v.is_floating_point() else v
+        "state_dict": {k: v.to(torch.float16) if v.is_floating_point() else v
                        for k, v in record["state_dict"].items()},
         "split": {"train": SPLITS["train"], "val": SPLITS["val"]},
         "train_config": train_config,

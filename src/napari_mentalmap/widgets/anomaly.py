@@ -28,6 +28,7 @@ from ..inference.anomaly import (
     LabelUpdater,
     anomaly_map,
     load_anomaly_model,
+    modality_warning,
     weights_path,
 )
 from ..models.uad_vae import KINDS
@@ -63,6 +64,7 @@ class AnomalyWidget(QWidget):
         self.image_layer = None
         self.labels_layer = None
         self.last_update_ms = float("nan")
+        self.modality_note: str | None = None
 
         self.layer_combo = QComboBox()
         self.model_combo = QComboBox()
@@ -154,7 +156,7 @@ class AnomalyWidget(QWidget):
     def compute(self) -> None:
         """Start the anomaly-map job for the chosen layer and model in a worker thread."""
         from napari.qt.threading import create_worker
-        from napari.utils.notifications import show_error
+        from napari.utils.notifications import show_error, show_warning
 
         layer = self._layer(self.layer_combo.currentText())
         if layer is None:
@@ -166,6 +168,9 @@ class AnomalyWidget(QWidget):
             return
         spacing = tuple(float(s) for s in layer.scale[-3:])
         kind = self.model_combo.currentText()
+        self.modality_note = modality_warning(layer.name)
+        if self.modality_note:
+            show_warning(self.modality_note)
         self.source_layer = layer
         self.worker = create_worker(anomaly_job, data, spacing, self.weights[kind], self.device_combo.currentText(),
                                     _ignore_errors=True)
@@ -205,7 +210,8 @@ class AnomalyWidget(QWidget):
     def _on_returned(self, value: tuple[AnomalyResult, float | None]) -> None:
         result, threshold = value
         self.show_result(result, threshold, self.source_layer)
-        self.status.setText(f"done in {time.perf_counter() - self._started:.1f} s")
+        done = f"done in {time.perf_counter() - self._started:.1f} s"
+        self.status.setText(f"{done} · warning: {self.modality_note}" if self.modality_note else done)
 
     # results -------------------------------------------------------------------------
     def show_result(self, result: AnomalyResult, threshold: float | None, source) -> None:
