@@ -83,8 +83,7 @@ def test_device_helper() -> None:
 def test_demo_viewer_and_screenshot(make_napari_viewer, tmp_path: Path) -> None:
     """The demo path (sample T1 through our reader + the dock widget) renders a screenshot."""
     viewer = cli.setup_demo_viewer(make_napari_viewer())
-    [layer] = viewer.layers
-    assert layer.name == "sample T1"
+    layer = viewer.layers["sample T1"]  # plus "sample T1 contexts" (the preselected context slices)
     assert layer.scale == pytest.approx((2.0, 2.0, 2.0))
     assert viewer.dims.current_step[0] == layer.data.shape[0] // 2
     assert any("Mental maps" in name for name in viewer.window.dock_widgets)

@@ -68,8 +68,9 @@ def run_info(args: argparse.Namespace) -> int:
 def setup_demo_viewer(viewer, run_widgets: bool = False):
     """Load the sample T1 through our reader, show the middle axial slice, dock the widgets.
 
-    With ``run_widgets``, every docked widget that has a ``run_demo()`` method is asked
-    to start its job on the sample.
+    Docked widgets with a ``prepare_demo()`` method get it called (the mental map widget
+    preselects 5 evenly spaced context slices). With ``run_widgets``, every docked widget
+    that has a ``run_demo()`` method is asked to start its job on the sample.
     """
     from ._sample_data import SAMPLE_T1
 
@@ -80,6 +81,9 @@ def setup_demo_viewer(viewer, run_widgets: bool = False):
         viewer.window.add_plugin_dock_widget("napari-mentalmap", widget_name)[1]
         for widget_name in DEMO_WIDGETS
     ]
+    for widget in docked:
+        if callable(getattr(widget, "prepare_demo", None)):
+            widget.prepare_demo()
     viewer.reset_view()
     if run_widgets:
         for widget in docked:
@@ -101,6 +105,11 @@ def save_window_screenshot(viewer, path: str | Path) -> Path:
     return path
 
 
+def demo_widgets_busy(viewer) -> bool:
+    """True while a docked widget reports a running job (its ``busy`` attribute)."""
+    return any(bool(getattr(widget, "busy", False)) for widget in viewer.window.dock_widgets.values())
+
+
 def run_demo(args: argparse.Namespace) -> int:
     """``mentalmap demo``: napari with the sample T1 and the plugin's dock widgets."""
     import napari
@@ -112,6 +121,9 @@ def run_demo(args: argparse.Namespace) -> int:
         saved: list[Path] = []
 
         def take_screenshot_and_quit() -> None:
+            if demo_widgets_busy(viewer):  # --run: wait for the jobs before the screenshot
+                QTimer.singleShot(250, take_screenshot_and_quit)
+                return
             saved.append(save_window_screenshot(viewer, args.screenshot))
             print(f"saved {saved[0]}")
             viewer.close()

@@ -1,43 +1,256 @@
-"""Mental maps (BRUNO) dock widget: first version showing the selected image layer."""
+"""Mental maps (BRUNO) dock widget: contexts -> mean, uncertainty and samples of the missing slices.
+
+One dock, read top to bottom: the image, its context slices (embedded
+:class:`ContextSlicesWidget`), the model and sampling settings, then Mean / Samples /
+Prior. Every job runs in a worker thread (:mod:`._worker`). Results are layers named
+after the input and placed over it: "<name> BRUNO mean" and "<name> BRUNO std" on the
+input's voxel grid with its scale/translate/affine and metadata (so File > Save writes
+them with the input's affine); "<name> BRUNO samples" stays on the model grid (N x P x S
+x S, 79 MB for 100 samples of the default 48x64x64 grid instead of ~2.9 GB on a 1 mm grid)
+with the scale/translate that places it over the input. Prior jobs (no contexts) give
+"<name> BRUNO prior ..." layers. Re-running replaces the layers of the same kind.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from qtpy.QtWidgets import QLabel, QVBoxLayout, QWidget
+import numpy as np
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..device import available_devices
+from ..inference.mental_map import DEFAULT_WEIGHTS, MentalMap, hallucinate
+from ._worker import JobRunner, report_error
+from .context_slices import RESULT_KEY, ContextSlicesWidget, aligned_with, volume_of
 
 if TYPE_CHECKING:
     import napari
 
+TITLE = "Mental maps (BRUNO)"
+DEMO_CONTEXTS = 5
+
 
 class MentalMapWidget(QWidget):
-    """Dock widget for BRUNO mental maps; shows which image layer it will work on."""
+    """Choose an image and its context slices, then compute BRUNO mean, std and samples."""
 
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.viewer = napari_viewer
-        self.layer_label = QLabel()
-        self.status_label = QLabel("model loading…")
-        layout = QVBoxLayout(self)
-        layout.addWidget(QLabel("<b>Mental maps (BRUNO)</b>"))
-        layout.addWidget(self.layer_label)
-        layout.addWidget(self.status_label)
-        layout.addStretch(1)
-        self.viewer.layers.selection.events.active.connect(self._update_layer_label)
-        self.viewer.layers.events.inserted.connect(self._update_layer_label)
-        self.viewer.layers.events.removed.connect(self._update_layer_label)
-        self._update_layer_label()
+        self.results: dict[str, object] = {}  # kind -> layer added by this widget
+        self.last_result: MentalMap | None = None
 
-    def selected_image_layer(self) -> napari.layers.Image | None:
-        """The active layer if it is an image, else the topmost image layer, else None."""
+        self.layer_combo = QComboBox()
+        self.contexts = ContextSlicesWidget(napari_viewer, self)
+        self.weights_edit = QLineEdit()
+        self.weights_edit.setPlaceholderText(f"shipped weights ({DEFAULT_WEIGHTS.name})")
+        self.browse_button = QPushButton("…")
+        self.browse_button.setToolTip("choose a BRUNO checkpoint (.pt)")
+        self.n_samples = QSpinBox()
+        self.n_samples.setRange(1, 100)
+        self.n_samples.setValue(8)
+        self.n_samples.setToolTip("samples drawn per job (the std needs at least 2)")
+        self.temperature = QDoubleSpinBox()
+        self.temperature.setRange(0.0, 2.0)
+        self.temperature.setSingleStep(0.1)
+        self.temperature.setValue(1.0)
+        self.seed = QSpinBox()
+        self.seed.setRange(0, 2**31 - 1)
+        self.device_combo = QComboBox()
+        self.device_combo.addItems(["auto", *available_devices()])
+        self.keep_contexts = QCheckBox("keep acquired slices")
+        self.keep_contexts.setChecked(True)
+        self.keep_contexts.setToolTip("put the acquired context slices back exactly into the results")
+        self.mean_button = QPushButton("Mean")
+        self.mean_button.setToolTip("posterior mean + voxel-wise std (uncertainty) of the samples")
+        self.samples_button = QPushButton("Samples")
+        self.samples_button.setToolTip("a 4-D stack of hallucinated volumes (+ mean and std)")
+        self.prior_button = QPushButton("Prior")
+        self.prior_button.setToolTip("no contexts: what the model expects of any brain")
+        self.cancel_button = QPushButton("Cancel")
+        self.progress = QProgressBar()
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+
+        weights_row = QHBoxLayout()
+        weights_row.addWidget(self.weights_edit, 1)
+        weights_row.addWidget(self.browse_button)
+        form = QFormLayout()
+        form.addRow("model", weights_row)
+        form.addRow("samples", self.n_samples)
+        form.addRow("temperature", self.temperature)
+        form.addRow("seed", self.seed)
+        form.addRow("device", self.device_combo)
+        form.addRow("", self.keep_contexts)
+        image_form = QFormLayout()
+        image_form.addRow("image", self.layer_combo)
+        context_box = QGroupBox("Context (acquired) slices")
+        QVBoxLayout(context_box).addWidget(self.contexts)
+        buttons = QHBoxLayout()
+        for button in (self.mean_button, self.samples_button, self.prior_button, self.cancel_button):
+            buttons.addWidget(button)
+        layout = QVBoxLayout(self)
+        layout.addWidget(QLabel(f"<b>{TITLE}</b>"))
+        layout.addLayout(image_form)
+        layout.addWidget(context_box)
+        layout.addLayout(form)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.status)
+        layout.addStretch(1)
+
+        self.runner = JobRunner(
+            self.progress, self.status, self.cancel_button,
+            [self.mean_button, self.samples_button, self.prior_button, self.layer_combo, self.contexts,
+             self.weights_edit, self.browse_button, self.device_combo],
+            TITLE,
+        )
+        self.mean_button.clicked.connect(lambda: self.run("mean"))
+        self.samples_button.clicked.connect(lambda: self.run("samples"))
+        self.prior_button.clicked.connect(lambda: self.run("prior"))
+        self.browse_button.clicked.connect(self._browse)
+        self.layer_combo.currentTextChanged.connect(self._layer_chosen)
+        self.viewer.layers.events.inserted.connect(self.refresh_layer_choices)
+        self.viewer.layers.events.removed.connect(self.refresh_layer_choices)
+        self.refresh_layer_choices()
+
+    # --- layers -----------------------------------------------------------------------
+    @property
+    def busy(self) -> bool:
+        """True while a job runs (the demo waits for it before its screenshot)."""
+        return self.runner.busy
+
+    def input_layers(self) -> list:
+        """Image layers the user can work on (not this plugin's result layers)."""
         from napari.layers import Image
 
-        active = self.viewer.layers.selection.active
-        if isinstance(active, Image):
-            return active
-        images = [layer for layer in self.viewer.layers if isinstance(layer, Image)]
-        return images[-1] if images else None
+        return [layer for layer in self.viewer.layers
+                if isinstance(layer, Image) and RESULT_KEY not in layer.metadata]
 
-    def _update_layer_label(self, event: object = None) -> None:
+    def refresh_layer_choices(self, event: object = None) -> None:
+        """Fill the image combo; keep the current choice, else the active or topmost image."""
+        names = [layer.name for layer in self.input_layers()]
+        current = self.layer_combo.currentText()
+        if current not in names:
+            active = self.viewer.layers.selection.active
+            current = active.name if active is not None and active.name in names else (names[-1] if names else "")
+        self.layer_combo.blockSignals(True)
+        self.layer_combo.clear()
+        self.layer_combo.addItems(names)
+        self.layer_combo.setCurrentText(current)
+        self.layer_combo.blockSignals(False)
+        self._layer_chosen(current)
+
+    def selected_image_layer(self):
+        """The chosen input image layer, or None."""
+        name = self.layer_combo.currentText()
+        return self.viewer.layers[name] if name and name in self.viewer.layers else None
+
+    def _layer_chosen(self, name: str = "") -> None:
+        self.contexts.set_layer(self.selected_image_layer())
+
+    def _browse(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "BRUNO checkpoint", str(DEFAULT_WEIGHTS.parent),
+                                              "PyTorch checkpoints (*.pt *.ckpt)")
+        if path:
+            self.weights_edit.setText(path)
+
+    def weights(self) -> Path | None:
+        """The checkpoint to use (None: the shipped weights)."""
+        text = self.weights_edit.text().strip()
+        return Path(text).expanduser() if text else None
+
+    # --- jobs -------------------------------------------------------------------------
+    def run(self, kind: str = "mean"):
+        """Start a ``mean``, ``samples`` or ``prior`` job; returns the worker (None if refused)."""
+        if self.runner.busy:
+            return None
         layer = self.selected_image_layer()
-        self.layer_label.setText(f"Image: {layer.name}" if layer is not None else "Image: (none)")
+        if layer is None:
+            return self._refuse("no image layer: open a 3-D brain volume first (e.g. File > Open Sample)")
+        volume = volume_of(layer)
+        if volume.ndim != 3 or getattr(layer, "rgb", False):
+            return self._refuse(f"{layer.name!r} has shape {volume.shape}: a 3-D greyscale volume is needed")
+        contexts = [] if kind == "prior" else self.contexts.slices
+        n_samples = int(self.n_samples.value())
+        spacing = tuple(float(s) for s in layer.scale[-3:])
+        job = hallucinate(
+            volume, spacing, contexts, n_samples=n_samples, temperature=float(self.temperature.value()),
+            seed=int(self.seed.value()), device=self.device_combo.currentText(), weights=self.weights(),
+            keep_contexts=self.keep_contexts.isChecked(),
+        )
+        label = f"{kind} ({len(contexts)} contexts, {n_samples} samples)" if contexts else f"{kind} (no contexts: prior)"
+        return self.runner.start(label, job, lambda result: self.show_result(result, layer, volume, kind))
+
+    def _refuse(self, message: str) -> None:
+        self.status.setText(message)
+        report_error(f"{TITLE}: {message}")
+        return None
+
+    def cancel(self) -> None:
+        """Stop the running job at its next batch."""
+        self.runner.cancel()
+
+    def run_demo(self):
+        """Demo: the mean and uncertainty of the sample from 5 evenly spaced contexts."""
+        if not self.contexts.slices:
+            self.contexts.evenly_spaced(DEMO_CONTEXTS)
+        return self.run("mean")
+
+    def prepare_demo(self) -> None:
+        """Demo: preselect 5 evenly spaced context slices."""
+        self.contexts.evenly_spaced(DEMO_CONTEXTS)
+
+    # --- results ----------------------------------------------------------------------
+    def _replace(self, kind: str, name: str, data: np.ndarray, **kwargs):
+        """Add a result layer, replacing the previous layer of the same kind."""
+        old = self.results.get(kind)
+        if old is not None and old in self.viewer.layers:
+            self.viewer.layers.remove(old)
+        if name in self.viewer.layers:
+            self.viewer.layers.remove(name)
+        self.results[kind] = self.viewer.add_image(data, name=name, **kwargs)
+        return self.results[kind]
+
+    def show_result(self, result: MentalMap, source, volume: np.ndarray, kind: str) -> str:
+        """Add mean / std / samples layers for ``result`` placed over ``source``."""
+        self.last_result = result
+        prefix = f"{source.name} BRUNO " + ("prior " if kind == "prior" else "")
+        tag = "prior " if kind == "prior" else ""
+        limits = tuple(float(v) for v in source.contrast_limits)
+        acquired = volume if self.keep_contexts.isChecked() and result.context_slices else None
+        added = []
+        if kind == "samples" and result.samples_grid is not None:
+            scale, translate = result.grid_world_transform(source.scale[-3:], source.translate[-3:])
+            samples = self._replace(
+                f"{tag}samples", prefix + "samples", result.samples_grid, colormap="gray",
+                contrast_limits=limits, scale=(1.0, *scale), translate=(0.0, *translate),
+                metadata={RESULT_KEY: {"source": source.name, "kind": f"{tag}samples"},
+                          "mentalmap_grid": result.mapping.to_dict()})
+            added.append(samples.name)
+        mean = result.to_input_grid(result.mean_grid, 0.0, acquired=acquired)
+        added.append(self._replace(f"{tag}mean", prefix + "mean", mean, colormap="gray",
+                                   contrast_limits=limits, **aligned_with(source, f"{tag}mean")).name)
+        if result.samples_grid is not None and len(result.samples_grid) > 1:
+            std = result.to_input_grid(result.std_grid, 0.0)
+            positive = std[std > 0]
+            top = float(np.percentile(positive, 99.5)) if positive.size else 1.0
+            added.append(self._replace(
+                f"{tag}std", prefix + "std", std, colormap="inferno", blending="additive", opacity=0.7,
+                contrast_limits=(0.0, max(top, 1e-6)), **aligned_with(source, f"{tag}std")).name)
+        return "added " + ", ".join(added)

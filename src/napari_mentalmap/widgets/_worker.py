@@ -1,0 +1,155 @@
+"""Run inference generators in napari thread workers: progress bar, Cancel, errors, busy state.
+
+A job is a plain generator yielding ``(done, total, message)`` and returning its result
+(e.g. :func:`napari_mentalmap.inference.mental_map.hallucinate`). :class:`JobRunner` wraps
+it in a napari ``GeneratorWorker``; Cancel calls ``worker.quit()``, which stops the job at
+its next yield (between batches) without emitting ``returned``, so a cancelled job never
+adds layers.
+
+torch threads: torch's intra-op thread count is per OS thread under OpenMP, so a worker
+thread does not necessarily see what the GUI thread set. :func:`threaded_job` records
+``torch.get_num_threads()`` as found inside the worker and sets it to the GUI thread's
+value when they differ (see ``benchmarks/gui_bench.py`` for the measurement).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from napari.qt.threading import GeneratorWorker, create_worker
+from napari.utils.notifications import show_error
+from qtpy.QtWidgets import QLabel, QProgressBar, QPushButton, QWidget
+
+Progress = tuple[int, int, str]
+
+
+@dataclass
+class JobStats:
+    """What happened to one job (for the status line, tests and the GUI benchmark)."""
+
+    name: str
+    torch_threads_main: int
+    torch_threads_found: int = 0  # torch.get_num_threads() when the worker started
+    torch_threads_used: int = 0  # after matching the GUI thread's count
+    seconds: float = 0.0  # time of the generator inside the worker
+    outcome: str = "running"  # running | done | cancelled | failed
+    error: str = ""
+
+
+def threaded_job(job: Generator[Progress, None, Any], stats: JobStats) -> Generator[Progress, None, Any]:
+    """Drive ``job`` inside the worker thread, matching torch's thread count and timing it."""
+    stats.torch_threads_found = torch.get_num_threads()
+    if stats.torch_threads_found != stats.torch_threads_main:
+        torch.set_num_threads(stats.torch_threads_main)
+    stats.torch_threads_used = torch.get_num_threads()
+    started = time.perf_counter()
+    result = yield from job
+    stats.seconds = time.perf_counter() - started
+    return result
+
+
+def report_error(message: str) -> None:
+    """Show ``message`` as a napari error notification."""
+    show_error(message)
+
+
+class JobRunner:
+    """One job at a time: progress bar, status label, Cancel button and widgets disabled meanwhile."""
+
+    def __init__(
+        self,
+        progress: QProgressBar,
+        status: QLabel,
+        cancel_button: QPushButton,
+        busy_widgets: list[QWidget],
+        title: str,
+    ) -> None:
+        self.progress = progress
+        self.status = status
+        self.cancel_button = cancel_button
+        self.busy_widgets = busy_widgets
+        self.title = title
+        self.worker: GeneratorWorker | None = None
+        self.stats: JobStats | None = None
+        self._on_returned: Callable[[Any], str | None] | None = None
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+
+    @property
+    def busy(self) -> bool:
+        """True while a job is running."""
+        return self.worker is not None
+
+    def start(self, name: str, job: Generator[Progress, None, Any],
+              on_returned: Callable[[Any], str | None]) -> GeneratorWorker:
+        """Run ``job`` in a worker thread; ``on_returned(result)`` (GUI thread) may return a summary."""
+        if self.worker is not None:
+            raise RuntimeError("a job is already running")
+        self.stats = JobStats(name=name, torch_threads_main=torch.get_num_threads())
+        self._on_returned = on_returned
+        worker = create_worker(threaded_job, job, self.stats, _start_thread=False, _ignore_errors=True)
+        worker.yielded.connect(self._on_progress)
+        worker.returned.connect(self._returned)
+        worker.errored.connect(self._errored)
+        worker.aborted.connect(self._aborted)
+        worker.finished.connect(self._finished)
+        self.worker = worker
+        for widget in self.busy_widgets:
+            widget.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.progress.setRange(0, 0)  # busy indicator until the first progress report
+        self.status.setText(f"{name}: starting …")
+        worker.start()
+        return worker
+
+    def cancel(self) -> None:
+        """Ask the job to stop at its next batch."""
+        if self.worker is not None:
+            self.worker.quit()
+            self.cancel_button.setEnabled(False)
+            self.status.setText("cancelling at the next batch …")
+
+    def _on_progress(self, progress: Progress) -> None:
+        done, total, message = progress
+        self.progress.setRange(0, max(int(total), 1))
+        self.progress.setValue(int(done))
+        self.status.setText(f"{self.stats.name}: {message} ({done}/{total})")
+
+    def _returned(self, result: Any) -> None:
+        self.stats.outcome = "done"
+        summary = None
+        try:
+            if self._on_returned is not None:
+                summary = self._on_returned(result)
+        except Exception as error:  # showing the result failed: report it like a job error
+            self._errored(error)
+            return
+        self.status.setText(
+            f"{self.stats.name}: done in {self.stats.seconds:.1f} s "
+            f"(torch threads {self.stats.torch_threads_used})" + (f"; {summary}" if summary else "")
+        )
+
+    def _errored(self, error: BaseException) -> None:
+        self.stats.outcome = "failed"
+        self.stats.error = f"{type(error).__name__}: {error}"
+        self.status.setText(f"{self.stats.name} failed: {error}")
+        report_error(f"{self.title}: {self.stats.name} failed: {error}")
+
+    def _aborted(self) -> None:
+        self.stats.outcome = "cancelled"
+        self.status.setText(f"{self.stats.name}: cancelled, no layers added")
+
+    def _finished(self) -> None:
+        self.worker = None
+        self._on_returned = None
+        for widget in self.busy_widgets:
+            widget.setEnabled(True)
+        self.cancel_button.setEnabled(False)
+        self.progress.setRange(0, 1)
+        self.progress.setValue(1 if self.stats.outcome == "done" else 0)

@@ -1,0 +1,290 @@
+"""Context slices widget: choose the acquired axial slices of an image layer.
+
+Add the slice under the current axial position, remove the selected ones, clear, pick
+N evenly spaced slices over the range the model covers, or type indices. The chosen
+slices are listed and shown in a "<name> contexts" layer that holds only those slices
+(zero elsewhere, additive), so the sparse input is visible in 2-D and 3-D.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+from qtpy.QtCore import Signal
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QGridLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..io.preprocess import GridSpec, NoBrainError, brain_mask, plan_grid
+
+if TYPE_CHECKING:
+    import napari
+
+RESULT_KEY = "mentalmap_result"  # metadata key marking layers this plugin derived from an input
+
+
+def parse_indices(text: str) -> list[int]:
+    """``"10, 20 30-34"`` -> ``[10, 20, 30, 31, 32, 33, 34]`` (sorted, unique)."""
+    values: set[int] = set()
+    for token in text.replace(",", " ").replace(";", " ").split():
+        if "-" in token.strip("-"):
+            low, high = token.split("-", 1)
+            start, stop = int(low), int(high)
+            if stop < start:
+                raise ValueError(f"range {token!r} goes backwards")
+            values.update(range(start, stop + 1))
+        else:
+            values.add(int(token))
+    return sorted(values)
+
+
+def volume_of(layer) -> np.ndarray:
+    """The layer's array (level 0 if multiscale)."""
+    return np.asarray(layer.data[0] if layer.multiscale else layer.data)
+
+
+def covered_range(volume: np.ndarray, spacing: tuple[float, float, float],
+                  coverage: float = GridSpec().coverage) -> tuple[int, int]:
+    """First and last axial slice inside the brain range the model covers (middle ``coverage``)."""
+    mask = brain_mask(volume, spacing)
+    return plan_grid(mask, spacing, GridSpec(coverage=coverage)).covered_slices()
+
+
+def same_layer(a, b) -> bool:
+    """Whether two layer references are the same layer (plugin widgets get fresh proxies per access)."""
+    if a is None or b is None:
+        return a is b
+    return a.unique_id == b.unique_id
+
+
+class ContextSlicesWidget(QWidget):
+    """Pick context (acquired) axial slices of one image layer."""
+
+    changed = Signal(list)
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.layer = None
+        self.contexts_layer = None
+        self._slices: list[int] = []
+        self._range_cache: dict[int, tuple[int, int] | None] = {}
+
+        self.list = QListWidget()
+        self.list.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.list.setMaximumHeight(110)
+        self.add_button = QPushButton("Add current slice")
+        self.remove_button = QPushButton("Remove selected")
+        self.clear_button = QPushButton("Clear")
+        self.n_spin = QSpinBox()
+        self.n_spin.setRange(1, 48)
+        self.n_spin.setValue(5)
+        self.even_button = QPushButton("Evenly spaced")
+        self.typed = QLineEdit()
+        self.typed.setPlaceholderText("type slices, e.g. 20, 30, 40-42")
+        self.apply_button = QPushButton("Set")
+        self.info = QLabel("")
+        self.info.setWordWrap(True)
+
+        grid = QGridLayout()
+        grid.addWidget(self.add_button, 0, 0)
+        grid.addWidget(self.remove_button, 0, 1)
+        grid.addWidget(self.clear_button, 0, 2)
+        grid.addWidget(self.n_spin, 1, 0)
+        grid.addWidget(self.even_button, 1, 1, 1, 2)
+        grid.addWidget(self.typed, 2, 0, 1, 2)
+        grid.addWidget(self.apply_button, 2, 2)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.list)
+        layout.addLayout(grid)
+        layout.addWidget(self.info)
+
+        self.add_button.clicked.connect(self.add_current)
+        self.remove_button.clicked.connect(self.remove_selected)
+        self.clear_button.clicked.connect(self.clear)
+        self.even_button.clicked.connect(lambda: self.evenly_spaced())
+        self.apply_button.clicked.connect(self.apply_typed)
+        self.typed.returnPressed.connect(self.apply_typed)
+        self._update_enabled()
+
+    # --- state ------------------------------------------------------------------------
+    @property
+    def slices(self) -> list[int]:
+        """The chosen context slices (axial indices of the layer, sorted)."""
+        return list(self._slices)
+
+    @property
+    def n_axial(self) -> int:
+        """Number of axial slices of the bound layer (0 if none or not 3-D)."""
+        if self.layer is None or self.layer.ndim < 3 or getattr(self.layer, "rgb", False):
+            return 0
+        return int(self.layer.data.shape[-3] if not self.layer.multiscale else self.layer.data[0].shape[-3])
+
+    def set_layer(self, layer) -> None:
+        """Bind to ``layer``; the chosen slices are remapped by their world position."""
+        if same_layer(layer, self.layer):
+            return
+        old_layer, old = self.layer, self._slices
+        self.layer = layer
+        self._slices = []
+        if old_layer is not None and old and self.n_axial:
+            self._slices = self._remap(old_layer, layer, old)
+        self._update_enabled()
+        self._refresh()
+
+    def _remap(self, old_layer, new_layer, slices: list[int]) -> list[int]:
+        """Slices of ``old_layer`` -> nearest slices of ``new_layer`` at the same world position."""
+        try:
+            world = [np.asarray(old_layer.data_to_world((i, 0, 0)))[-3] for i in slices]
+            mapped = {int(round(float(new_layer.world_to_data((w, 0.0, 0.0))[-3]))) for w in world}
+        except (ValueError, IndexError):
+            return []
+        return sorted(i for i in mapped if 0 <= i < self.n_axial)
+
+    def set_slices(self, indices) -> list[int]:
+        """Replace the chosen slices; every index must be inside the volume."""
+        if not self.n_axial:
+            raise ValueError(self._why_unusable())
+        checked = sorted({int(i) for i in indices})
+        bad = [i for i in checked if not 0 <= i < self.n_axial]
+        if bad:
+            raise ValueError(f"slice {bad[0]} is outside the volume (axial slices 0..{self.n_axial - 1})")
+        self._slices = checked
+        self._refresh()
+        return self.slices
+
+    def _why_unusable(self) -> str:
+        if self.layer is None:
+            return "no image layer: open a 3-D volume first"
+        return f"{self.layer.name!r} is not a 3-D greyscale volume (shape {tuple(self.layer.data.shape)})"
+
+    def model_range(self) -> tuple[int, int] | None:
+        """Axial slices the model covers on this layer (middle 75 % of the brain), cached."""
+        if not self.n_axial:
+            return None
+        key = id(self.layer.data)
+        if key not in self._range_cache:
+            spacing = tuple(float(s) for s in self.layer.scale[-3:])
+            try:
+                self._range_cache[key] = covered_range(volume_of(self.layer), spacing)
+            except NoBrainError:
+                self._range_cache[key] = None
+        return self._range_cache[key]
+
+    # --- actions ----------------------------------------------------------------------
+    def current_slice(self) -> int | None:
+        """Axial index of the layer under the viewer's current position."""
+        if not self.n_axial:
+            return None
+        point = self.viewer.dims.point[-self.layer.ndim :]
+        return int(round(float(self.layer.world_to_data(point)[-3])))
+
+    def add_current(self) -> None:
+        """Add the slice under the current axial position."""
+        index = self.current_slice()
+        if index is None:
+            self.info.setText(self._why_unusable())
+            return
+        if not 0 <= index < self.n_axial:
+            self.info.setText(f"the current position (slice {index}) is outside {self.layer.name}")
+            return
+        self._slices = sorted(set(self._slices) | {index})
+        self._refresh()
+        covered = self.model_range()
+        if covered is not None and not covered[0] <= index <= covered[1]:
+            self.info.setText(f"slice {index} added, but the model only covers slices "
+                              f"{covered[0]}..{covered[1]} (middle of the brain): remove it before running")
+
+    def remove_selected(self) -> None:
+        """Remove the slices selected in the list."""
+        selected = {int(item.text().split()[1]) for item in self.list.selectedItems()}
+        self._slices = [i for i in self._slices if i not in selected]
+        self._refresh()
+
+    def clear(self) -> None:
+        """No contexts (running then gives the prior)."""
+        self._slices = []
+        self._refresh()
+
+    def evenly_spaced(self, n: int | None = None) -> list[int]:
+        """Choose ``n`` (default: the spin box) slices evenly spread over the model's range."""
+        n = int(self.n_spin.value() if n is None else n)
+        if not self.n_axial:
+            self.info.setText(self._why_unusable())
+            return []
+        first, last = self.model_range() or (0, self.n_axial - 1)
+        if n == 1:
+            chosen = [int(round((first + last) / 2))]
+        else:
+            chosen = [int(round(v)) for v in np.linspace(first, last, n)]
+        self._slices = sorted(set(chosen))
+        self._refresh()
+        return self.slices
+
+    def apply_typed(self) -> None:
+        """Set the slices typed in the text field (errors are shown, nothing changes)."""
+        try:
+            self.set_slices(parse_indices(self.typed.text()))
+        except ValueError as error:
+            self.info.setText(f"not set: {error}")
+            from ._worker import report_error
+
+            report_error(f"Context slices: {error}")
+
+    # --- display ----------------------------------------------------------------------
+    def _update_enabled(self) -> None:
+        usable = bool(self.n_axial)
+        for widget in (self.add_button, self.remove_button, self.clear_button, self.even_button,
+                       self.apply_button, self.typed, self.n_spin):
+            widget.setEnabled(usable)
+
+    def _refresh(self) -> None:
+        self.list.clear()
+        self.list.addItems([f"slice {i}" for i in self._slices])
+        if self.layer is None or not self.n_axial:
+            self.info.setText(self._why_unusable())
+        else:
+            covered = self.model_range()
+            extent = f"; model covers {covered[0]}..{covered[1]}" if covered else ""
+            self.info.setText(f"{len(self._slices)} context slices of {self.layer.name} "
+                              f"(0..{self.n_axial - 1}{extent})"
+                              + ("" if self._slices else " — none: running gives the prior"))
+        self.update_contexts_layer()
+        self.changed.emit(self.slices)
+
+    def update_contexts_layer(self) -> None:
+        """Show only the chosen slices in "<name> contexts" (removed when there are none)."""
+        if self.contexts_layer is not None and self.contexts_layer in self.viewer.layers:
+            if self.layer is None or not self._slices or self.contexts_layer.metadata.get(
+                    RESULT_KEY, {}).get("source") != self.layer.name:
+                self.viewer.layers.remove(self.contexts_layer)
+                self.contexts_layer = None
+        if self.layer is None or not self._slices or not self.n_axial:
+            return
+        volume = volume_of(self.layer)
+        sparse = np.zeros(volume.shape, np.float32)
+        sparse[..., self._slices, :, :] = volume[..., self._slices, :, :]
+        if self.contexts_layer is not None and self.contexts_layer in self.viewer.layers:
+            self.contexts_layer.data = sparse
+            return
+        self.contexts_layer = self.viewer.add_image(
+            sparse, name=f"{self.layer.name} contexts", colormap="cyan", blending="additive",
+            contrast_limits=tuple(self.layer.contrast_limits), **aligned_with(self.layer, "contexts"))
+
+
+def aligned_with(source, kind: str, copy_metadata: bool = True) -> dict:
+    """Layer kwargs placing a same-shape array over ``source`` (scale, translate, affine, metadata)."""
+    metadata = dict(source.metadata) if copy_metadata else {}
+    metadata[RESULT_KEY] = {"source": source.name, "kind": kind}
+    return {"scale": source.scale, "translate": source.translate, "rotate": source.rotate,
+            "shear": source.shear, "affine": source.affine.affine_matrix, "metadata": metadata}

@@ -1,0 +1,218 @@
+"""Mental map and context slices widgets: contexts, worker jobs, result layers, alignment, errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from napari_mentalmap import cli
+from napari_mentalmap._sample_data import SAMPLE_T1
+from napari_mentalmap.inference.mental_map import DEFAULT_WEIGHTS
+from napari_mentalmap.models.bruno import Bruno, BrunoConfig
+from napari_mentalmap.models.flows import FlowConfig
+from napari_mentalmap.widgets import _worker
+from napari_mentalmap.widgets.context_slices import parse_indices
+from napari_mentalmap.widgets.mental_map import MentalMapWidget
+
+TIMEOUT_MS = 30_000
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory) -> Path:
+    """An untrained BRUNO on an 8 x 16 x 16 grid (fast; the widget logic does not need a good model)."""
+    path = tmp_path_factory.mktemp("bruno") / "tiny.pt"
+    flow = FlowConfig(image_size=16, n_poses=8, n_scales=2, couplings_per_stage=1, final_couplings=1,
+                      width=8, res_blocks=1)
+    Bruno(BrunoConfig(flow=flow, grid={"n_poses": 8, "size": 16, "coverage": 0.75, "margin": 0.06})).save(path)
+    return path
+
+
+@pytest.fixture
+def errors(monkeypatch) -> list[str]:
+    """Error notifications shown by the widgets."""
+    shown: list[str] = []
+    monkeypatch.setattr(_worker, "show_error", shown.append)
+    return shown
+
+
+@pytest.fixture
+def widget(make_napari_viewer, tiny_weights) -> MentalMapWidget:
+    viewer = make_napari_viewer()
+    viewer.open(str(SAMPLE_T1), plugin="napari-mentalmap", name="T1")
+    widget = MentalMapWidget(viewer)
+    widget.weights_edit.setText(str(tiny_weights))
+    widget.device_combo.setCurrentText("cpu")
+    widget.n_samples.setValue(3)
+    return widget
+
+
+def _run(qtbot, widget: MentalMapWidget, kind: str):
+    worker = widget.run(kind)
+    assert worker is not None
+    qtbot.waitUntil(lambda: not widget.busy, timeout=TIMEOUT_MS)  # set in the GUI thread on finished
+    return worker
+
+
+def _corners(layer) -> np.ndarray:
+    shape = np.array(layer.data.shape[-3:]) - 1
+    corners = [np.array([a, b, c]) * shape for a in (0, 1) for b in (0, 1) for c in (0, 1)]
+    lead = (0,) * (layer.ndim - 3)
+    return np.array([np.asarray(layer.data_to_world((*lead, *c)))[-3:] for c in corners])
+
+
+def test_parse_indices() -> None:
+    assert parse_indices("10, 20 30-32;5") == [5, 10, 20, 30, 31, 32]
+    with pytest.raises(ValueError):
+        parse_indices("30-20")
+
+
+def test_pick_contexts(widget: MentalMapWidget, errors: list[str]) -> None:
+    contexts = widget.contexts
+    assert contexts.layer is widget.viewer.layers["T1"]
+    chosen = contexts.evenly_spaced(5)
+    first, last = contexts.model_range()
+    assert len(chosen) == 5 and chosen[0] == first and chosen[-1] == last
+    assert contexts.list.count() == 5
+    sparse = widget.viewer.layers["T1 contexts"].data
+    assert sparse.shape == widget.viewer.layers["T1"].data.shape
+    np.testing.assert_array_equal(sparse[chosen], widget.viewer.layers["T1"].data[chosen])
+    assert not sparse[[i for i in range(sparse.shape[0]) if i not in chosen]].any()
+
+    widget.viewer.dims.set_point(0, float(widget.viewer.layers["T1"].data_to_world((40, 0, 0))[0]))
+    contexts.add_current()
+    assert 40 in contexts.slices
+    contexts.list.item(0).setSelected(True)
+    contexts.remove_selected()
+    assert chosen[0] not in contexts.slices
+
+    contexts.typed.setText("30, 35")
+    contexts.apply_typed()
+    assert contexts.slices == [30, 35]
+    contexts.typed.setText("30, 500")  # outside the volume: refused, nothing changes
+    contexts.apply_typed()
+    assert contexts.slices == [30, 35]
+    assert errors and "outside the volume" in errors[-1]
+    contexts.clear()
+    assert contexts.slices == [] and "T1 contexts" not in widget.viewer.layers
+
+
+def test_mean_and_samples_layers_aligned(qtbot, widget: MentalMapWidget, errors: list[str]) -> None:
+    source = widget.viewer.layers["T1"]
+    widget.contexts.evenly_spaced(3)
+    _run(qtbot, widget, "mean")
+    assert not errors, errors
+    assert widget.runner.stats.outcome == "done"
+    assert widget.runner.stats.torch_threads_used == widget.runner.stats.torch_threads_main
+    mean, std = widget.viewer.layers["T1 BRUNO mean"], widget.viewer.layers["T1 BRUNO std"]
+    for layer in (mean, std):
+        assert layer.data.shape == source.data.shape
+        np.testing.assert_allclose(_corners(layer), _corners(source))
+        assert layer.metadata["mentalmap_volume"] == source.metadata["mentalmap_volume"]
+    assert std.colormap.name == "inferno" and std.blending == "additive"
+    context = widget.contexts.slices[1]
+    np.testing.assert_array_equal(mean.data[context], source.data[context])  # acquired slice kept
+    assert mean.metadata["mentalmap_result"]["kind"] == "mean"
+    assert widget.mean_button.isEnabled() and not widget.cancel_button.isEnabled()
+
+    _run(qtbot, widget, "samples")
+    samples = widget.viewer.layers["T1 BRUNO samples"]
+    result = widget.last_result
+    assert samples.data.shape == (3, *result.mapping.grid_shape)
+    # grid index (p, r, c) sits at input voxel start + step * index: same world point via both layers
+    for index in [(0, 0, 0), (7, 15, 15), (3, 8, 2)]:
+        voxel = np.array(result.mapping.start) + np.array(result.mapping.step) * np.array(index)
+        np.testing.assert_allclose(np.asarray(samples.data_to_world((0, *index)))[-3:],
+                                   np.asarray(source.data_to_world(voxel)), atol=1e-6)
+    names = [layer.name for layer in widget.viewer.layers]
+    assert names.count("T1 BRUNO mean") == 1 and names.count("T1 BRUNO std") == 1  # replaced, not piled
+
+
+def test_prior_and_zero_contexts(qtbot, widget: MentalMapWidget, errors: list[str]) -> None:
+    widget.contexts.clear()
+    _run(qtbot, widget, "mean")  # zero contexts = the prior
+    assert not errors, errors
+    assert widget.last_result.context_slices == []
+    assert "T1 BRUNO mean" in widget.viewer.layers
+    widget.contexts.evenly_spaced(2)
+    _run(qtbot, widget, "prior")
+    assert widget.last_result.context_slices == []
+    assert "T1 BRUNO prior mean" in widget.viewer.layers
+
+
+def test_cancel_adds_no_layers(qtbot, widget: MentalMapWidget, errors: list[str]) -> None:
+    widget.n_samples.setValue(100)
+    widget.contexts.evenly_spaced(3)
+    before = [layer.name for layer in widget.viewer.layers]
+    worker = widget.run("samples")
+    with qtbot.waitSignal(worker.yielded, timeout=TIMEOUT_MS):
+        pass
+    widget.cancel_button.click()
+    qtbot.waitUntil(lambda: not widget.busy, timeout=TIMEOUT_MS)
+    assert widget.runner.stats.outcome == "cancelled"
+    assert [layer.name for layer in widget.viewer.layers] == before
+    assert widget.mean_button.isEnabled() and widget.samples_button.isEnabled()
+    assert not errors
+
+
+def test_failing_job_reports_and_reenables(qtbot, widget: MentalMapWidget, errors: list[str], tmp_path) -> None:
+    widget.weights_edit.setText(str(tmp_path / "missing.pt"))
+    widget.contexts.evenly_spaced(3)
+    _run(qtbot, widget, "mean")
+    assert widget.runner.stats.outcome == "failed"
+    assert errors and "weights not found" in errors[-1] and "missing.pt" in errors[-1]
+    assert widget.mean_button.isEnabled() and widget.prior_button.isEnabled()
+    assert not widget.cancel_button.isEnabled()
+    assert "T1 BRUNO mean" not in widget.viewer.layers
+
+
+def test_context_outside_model_range_fails_clearly(qtbot, widget: MentalMapWidget, errors: list[str]) -> None:
+    widget.contexts.set_slices([0])  # inside the volume, below the brain range the model covers
+    _run(qtbot, widget, "mean")
+    assert errors and "outside the brain range" in errors[-1]
+    with pytest.raises(ValueError, match="outside the volume"):
+        widget.contexts.set_slices([91])
+
+
+def test_no_image_and_2d_image(make_napari_viewer, errors: list[str]) -> None:
+    viewer = make_napari_viewer()
+    widget = MentalMapWidget(viewer)
+    assert widget.run("mean") is None
+    assert errors and "no image layer" in errors[-1]
+    assert not widget.contexts.even_button.isEnabled()
+    viewer.add_image(np.random.default_rng(0).random((32, 32), dtype=np.float32), name="flat")
+    assert widget.layer_combo.currentText() == "flat"
+    assert widget.run("mean") is None
+    assert "3-D greyscale volume" in errors[-1]
+    assert widget.contexts.evenly_spaced(3) == []
+
+
+def test_layer_change_remaps_contexts(widget: MentalMapWidget) -> None:
+    source = widget.viewer.layers["T1"]
+    widget.viewer.add_image(source.data[::2], name="coarse", scale=(source.scale[0] * 2, *source.scale[1:]),
+                            translate=source.translate)
+    widget.layer_combo.setCurrentText("T1")
+    widget.contexts.set_slices([20, 40])
+    widget.layer_combo.setCurrentText("coarse")
+    assert widget.contexts.slices == [10, 20]
+
+
+def test_demo_preselects_contexts(make_napari_viewer) -> None:
+    viewer = cli.setup_demo_viewer(make_napari_viewer())
+    docked = [w for w in viewer.window.dock_widgets.values() if isinstance(w, MentalMapWidget)]
+    assert len(docked) == 1
+    widget = docked[0]
+    assert len(widget.contexts.slices) == 5
+    assert "sample T1 contexts" in viewer.layers
+    assert not cli.demo_widgets_busy(viewer)
+
+
+@pytest.mark.skipif(not DEFAULT_WEIGHTS.exists(), reason=f"shipped BRUNO weights absent: {DEFAULT_WEIGHTS}")
+def test_mean_with_shipped_weights(qtbot, widget: MentalMapWidget, errors: list[str]) -> None:
+    widget.weights_edit.setText("")
+    widget.n_samples.setValue(2)
+    widget.contexts.evenly_spaced(5)
+    _run(qtbot, widget, "mean")
+    assert not errors, errors
+    assert widget.viewer.layers["T1 BRUNO mean"].data.shape == widget.viewer.layers["T1"].data.shape
