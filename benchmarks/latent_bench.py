@@ -38,12 +38,12 @@ def model_latency(weights, n: int) -> list[float]:
     return times
 
 
-def widget_latency(weights, n: int) -> list[float]:
+def widget_latency(weights, n: int, show: bool = False) -> list[float]:
     import napari
 
     from napari_mentalmap.widgets.latent_explorer import LatentExplorerWidget
 
-    viewer = napari.Viewer(show=False)
+    viewer = napari.Viewer(show=show)
     widget = LatentExplorerWidget(viewer, weights=weights)
     widget.decode_training_point(len(widget.embedding.points) // 2)
     app = napari.qt.get_qapp()
@@ -63,6 +63,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=200)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--widget", action="store_true", help="also time the napari widget update")
+    parser.add_argument("--show", action="store_true", help="show the viewer window (real GL redraws)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch threads: {torch.get_num_threads()}, {args.n} updates\n")
@@ -70,7 +71,8 @@ def main() -> None:
     print("|---|---|---|---|")
     print(f"| walk + decode (model) | {_stats(model_latency(args.weights, args.n))} |")
     if args.widget:
-        print(f"| slider -> napari layer (widget) | {_stats(widget_latency(args.weights, args.n))} |")
+        label = "shown window" if args.show else "hidden window"
+        print(f"| slider -> napari layer (widget, {label}) | {_stats(widget_latency(args.weights, args.n, args.show))} |")
 
 
 if __name__ == "__main__":

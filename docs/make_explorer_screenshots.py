@@ -34,8 +34,10 @@ def main() -> None:
     decoded = viewer.layers["latent explorer: decoded"]
     t1 = viewer.layers["sample T1"]
     decoded.translate = (0, float(t1.extent.world[1][-1]) + 10)
-    viewer.reset_view()
     app = napari.qt.get_qapp()
+    for _ in range(20):
+        app.processEvents()
+    viewer.reset_view()
     for _ in range(20):
         app.processEvents()
     viewer.screenshot(str(DOCS / "screenshot_explorer.png"), canvas_only=False)
@@ -51,6 +53,8 @@ def main() -> None:
                      scale=widget._grid_scale(), rendering="attenuated_mip", attenuation=0.5)
     viewer.dims.ndisplay = 3
     viewer.axes.visible = True
+    for _ in range(20):
+        app.processEvents()
     viewer.reset_view()
     viewer.camera.angles = (-60, 30, 120)
     viewer.camera.zoom *= 0.9
