@@ -226,13 +226,15 @@ class AnomalyWidget(QWidget):
                    "shear": source.shear, "affine": source.affine.affine_matrix,
                    "metadata": dict(source.metadata)}
         anomaly = result.anomaly
-        top = float(np.percentile(anomaly[anomaly > 0], 99.9)) if np.any(anomaly > 0) else 1.0
+        inside = anomaly[anomaly > 0]
+        # show only the upper tail: the additive overlay stays readable over the FLAIR
+        low, top = (float(v) for v in np.percentile(inside, [75, 99.9])) if inside.size else (0.0, 1.0)
         for layer in (self.image_layer, self.labels_layer):
             if layer is not None and layer in self.viewer.layers:
                 self.viewer.layers.remove(layer)
         self.image_layer = self.viewer.add_image(
             anomaly, name=f"{source.name} anomaly", colormap="inferno", blending="additive",
-            contrast_limits=(0.0, max(top, 1e-6)), **aligned)
+            contrast_limits=(low, max(top, low + 1e-6)), **aligned)
         self.updater = LabelUpdater(anomaly)
         self.labels_layer = self.viewer.add_labels(
             self.updater.labels, name=f"{source.name} anomaly labels", opacity=0.6, **aligned)
@@ -260,12 +262,15 @@ class AnomalyWidget(QWidget):
             return
         started = time.perf_counter()
         labels = self.updater.update(float(self.threshold_slider.value()), int(self.min_size.value()))
-        self.labels_layer.data = labels
-        self.labels_layer.refresh()
+        if self.labels_layer.data is labels:
+            self.labels_layer.refresh()  # updated in place: a redraw is enough
+        else:
+            self.labels_layer.data = labels
         self.update_dice()
         self.last_update_ms = 1000 * (time.perf_counter() - started)
-        n = len(np.unique(labels[self.updater._box])) - 1 if self.updater._box is not None else 0
-        self.timing_label.setText(f"{max(n, 0)} components · update {self.last_update_ms:.0f} ms")
+        box = self.updater._box
+        n = int(labels[box].max()) if box is not None else 0
+        self.timing_label.setText(f"{n} components · update {self.last_update_ms:.0f} ms")
 
     def update_dice(self, value: object = None) -> None:
         """Dice of the current labels against the chosen ground-truth layer."""
