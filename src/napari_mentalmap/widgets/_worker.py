@@ -4,7 +4,9 @@ A job is a plain generator yielding ``(done, total, message)`` and returning its
 (e.g. :func:`napari_mentalmap.inference.mental_map.hallucinate`). :class:`JobRunner` wraps
 it in a napari ``GeneratorWorker``; Cancel calls ``worker.quit()``, which stops the job at
 its next yield (between batches) without emitting ``returned``, so a cancelled job never
-adds layers.
+adds layers. The result is shown in the GUI thread in steps, one per event-loop turn
+(adding a napari layer costs 0.1-0.3 s), so the viewer keeps repainting in between; the
+runner stays busy until the last step.
 
 torch threads: torch's intra-op thread count is per OS thread under OpenMP, so a worker
 thread does not necessarily see what the GUI thread set. :func:`threaded_job` records
@@ -22,6 +24,7 @@ from typing import Any
 import torch
 from napari.qt.threading import GeneratorWorker, create_worker
 from napari.utils.notifications import show_error
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QLabel, QProgressBar, QPushButton, QWidget
 
 Progress = tuple[int, int, str]
@@ -75,7 +78,9 @@ class JobRunner:
         self.title = title
         self.worker: GeneratorWorker | None = None
         self.stats: JobStats | None = None
-        self._on_returned: Callable[[Any], str | None] | None = None
+        self._on_returned: Callable[[Any], list[Callable[[], str]]] | None = None
+        self._steps: list[Callable[[], str]] = []
+        self._shown: list[str] = []
         self.cancel_button.setEnabled(False)
         self.cancel_button.clicked.connect(self.cancel)
         self.progress.setRange(0, 1)
@@ -83,13 +88,17 @@ class JobRunner:
 
     @property
     def busy(self) -> bool:
-        """True while a job is running."""
-        return self.worker is not None
+        """True while a job is running or its result is being shown."""
+        return self.worker is not None or bool(self._steps)
 
     def start(self, name: str, job: Generator[Progress, None, Any],
-              on_returned: Callable[[Any], str | None]) -> GeneratorWorker:
-        """Run ``job`` in a worker thread; ``on_returned(result)`` (GUI thread) may return a summary."""
-        if self.worker is not None:
+              on_returned: Callable[[Any], list[Callable[[], str]]]) -> GeneratorWorker:
+        """Run ``job`` in a worker thread.
+
+        ``on_returned(result)`` runs in the GUI thread and returns display steps; each step
+        runs in its own event-loop turn and returns a short description of what it showed.
+        """
+        if self.busy:
             raise RuntimeError("a job is already running")
         self.stats = JobStats(name=name, torch_threads_main=torch.get_num_threads())
         self._on_returned = on_returned
@@ -122,18 +131,36 @@ class JobRunner:
         self.status.setText(f"{self.stats.name}: {message} ({done}/{total})")
 
     def _returned(self, result: Any) -> None:
-        self.stats.outcome = "done"
-        summary = None
+        self.cancel_button.setEnabled(False)
         try:
-            if self._on_returned is not None:
-                summary = self._on_returned(result)
-        except Exception as error:  # showing the result failed: report it like a job error
+            self._steps = list(self._on_returned(result)) if self._on_returned is not None else []
+        except Exception as error:  # preparing the display failed: report it like a job error
             self._errored(error)
             return
+        self._shown = []
+        self.status.setText(f"{self.stats.name}: showing the result …")
+        QTimer.singleShot(0, self._next_step)
+
+    def _next_step(self) -> None:
+        """Run one display step; the last one completes the job."""
+        if self._steps:
+            step = self._steps.pop(0)
+            try:
+                self._shown.append(step())
+            except Exception as error:
+                self._steps = []
+                self._errored(error)
+                self._cleanup()
+                return
+        if self._steps:
+            QTimer.singleShot(0, self._next_step)
+            return
+        self.stats.outcome = "done"
         self.status.setText(
             f"{self.stats.name}: done in {self.stats.seconds:.1f} s "
-            f"(torch threads {self.stats.torch_threads_used})" + (f"; {summary}" if summary else "")
+            f"(torch threads {self.stats.torch_threads_used}); shown: " + ", ".join(self._shown)
         )
+        self._cleanup()
 
     def _errored(self, error: BaseException) -> None:
         self.stats.outcome = "failed"
@@ -147,6 +174,13 @@ class JobRunner:
 
     def _finished(self) -> None:
         self.worker = None
+        if not self._steps:
+            self._cleanup()
+
+    def _cleanup(self) -> None:
+        """Re-enable the widgets once the worker has finished and the result is shown."""
+        if self.worker is not None or self._steps:
+            return
         self._on_returned = None
         for widget in self.busy_widgets:
             widget.setEnabled(True)

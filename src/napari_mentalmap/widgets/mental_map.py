@@ -13,6 +13,8 @@ with the scale/translate that places it over the input. Prior jobs (no contexts)
 
 from __future__ import annotations
 
+from collections.abc import Generator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -44,6 +46,37 @@ if TYPE_CHECKING:
 
 TITLE = "Mental maps (BRUNO)"
 DEMO_CONTEXTS = 5
+
+
+@dataclass
+class Prepared:
+    """A job's result with the arrays resampled onto the input grid (done in the worker)."""
+
+    result: MentalMap
+    mean: np.ndarray
+    std: np.ndarray | None
+    std_top: float
+
+
+def prepared_job(job: Generator, volume: np.ndarray, keep_contexts: bool) -> Generator:
+    """Run ``hallucinate`` and resample mean/std onto the input grid, all in the worker thread."""
+    last = (0, 1, "")
+    while True:
+        try:
+            last = next(job)
+        except StopIteration as stop:
+            result: MentalMap = stop.value
+            break
+        yield last
+    yield last[1], last[1], "resampling onto the input grid"
+    acquired = volume if keep_contexts and result.context_slices else None
+    mean = result.to_input_grid(result.mean_grid, 0.0, acquired=acquired)
+    std, top = None, 1.0
+    if result.samples_grid is not None and len(result.samples_grid) > 1:
+        std = result.to_input_grid(result.std_grid, 0.0)
+        positive = std[std > 0]
+        top = max(float(np.percentile(positive, 99.9)), 1e-6) if positive.size else 1.0
+    return Prepared(result, mean, std, top)
 
 
 class MentalMapWidget(QWidget):
@@ -189,13 +222,14 @@ class MentalMapWidget(QWidget):
         contexts = [] if kind == "prior" else self.contexts.slices
         n_samples = int(self.n_samples.value())
         spacing = tuple(float(s) for s in layer.scale[-3:])
-        job = hallucinate(
+        keep = self.keep_contexts.isChecked()
+        job = prepared_job(hallucinate(
             volume, spacing, contexts, n_samples=n_samples, temperature=float(self.temperature.value()),
             seed=int(self.seed.value()), device=self.device_combo.currentText(), weights=self.weights(),
-            keep_contexts=self.keep_contexts.isChecked(),
-        )
+            keep_contexts=keep,
+        ), volume, keep)
         label = f"{kind} ({len(contexts)} contexts, {n_samples} samples)" if contexts else f"{kind} (no contexts: prior)"
-        return self.runner.start(label, job, lambda result: self.show_result(result, layer, volume, kind))
+        return self.runner.start(label, job, lambda result: self.show_result(result, layer, kind))
 
     def _refuse(self, message: str) -> None:
         self.status.setText(message)
@@ -217,9 +251,19 @@ class MentalMapWidget(QWidget):
         self.contexts.evenly_spaced(DEMO_CONTEXTS)
 
     # --- results ----------------------------------------------------------------------
-    def _replace(self, kind: str, name: str, data: np.ndarray, **kwargs):
-        """Add a result layer, replacing the previous layer of the same kind."""
+    def _put(self, kind: str, name: str, data: np.ndarray, **kwargs):
+        """Show a result: update the previous layer of the same kind in place, else add one.
+
+        Updating in place is much cheaper for the GUI thread than removing and adding a layer.
+        """
         old = self.results.get(kind)
+        if old is not None and old in self.viewer.layers and old.ndim == data.ndim:
+            old.data = data
+            for key in ("scale", "translate", "contrast_limits", "metadata"):
+                if key in kwargs:
+                    setattr(old, key, kwargs[key])
+            old.name = name
+            return old
         if old is not None and old in self.viewer.layers:
             self.viewer.layers.remove(old)
         if name in self.viewer.layers:
@@ -227,30 +271,25 @@ class MentalMapWidget(QWidget):
         self.results[kind] = self.viewer.add_image(data, name=name, **kwargs)
         return self.results[kind]
 
-    def show_result(self, result: MentalMap, source, volume: np.ndarray, kind: str) -> str:
-        """Add mean / std / samples layers for ``result`` placed over ``source``."""
+    def show_result(self, prepared: Prepared, source, kind: str) -> list:
+        """Display steps adding (or updating) the samples / mean / std layers placed over ``source``."""
+        result = prepared.result
         self.last_result = result
-        prefix = f"{source.name} BRUNO " + ("prior " if kind == "prior" else "")
         tag = "prior " if kind == "prior" else ""
+        prefix = f"{source.name} BRUNO {tag}"
         limits = tuple(float(v) for v in source.contrast_limits)
-        acquired = volume if self.keep_contexts.isChecked() and result.context_slices else None
-        added = []
+        steps = []
         if kind == "samples" and result.samples_grid is not None:
             scale, translate = result.grid_world_transform(source.scale[-3:], source.translate[-3:])
-            samples = self._replace(
+            steps.append(lambda: self._put(
                 f"{tag}samples", prefix + "samples", result.samples_grid, colormap="gray",
                 contrast_limits=limits, scale=(1.0, *scale), translate=(0.0, *translate),
                 metadata={RESULT_KEY: {"source": source.name, "kind": f"{tag}samples"},
-                          "mentalmap_grid": result.mapping.to_dict()})
-            added.append(samples.name)
-        mean = result.to_input_grid(result.mean_grid, 0.0, acquired=acquired)
-        added.append(self._replace(f"{tag}mean", prefix + "mean", mean, colormap="gray",
-                                   contrast_limits=limits, **aligned_with(source, f"{tag}mean")).name)
-        if result.samples_grid is not None and len(result.samples_grid) > 1:
-            std = result.to_input_grid(result.std_grid, 0.0)
-            positive = std[std > 0]
-            top = float(np.percentile(positive, 99.5)) if positive.size else 1.0
-            added.append(self._replace(
-                f"{tag}std", prefix + "std", std, colormap="inferno", blending="additive", opacity=0.7,
-                contrast_limits=(0.0, max(top, 1e-6)), **aligned_with(source, f"{tag}std")).name)
-        return "added " + ", ".join(added)
+                          "mentalmap_grid": result.mapping.to_dict()}).name)
+        steps.append(lambda: self._put(f"{tag}mean", prefix + "mean", prepared.mean, colormap="gray",
+                                       contrast_limits=limits, **aligned_with(source, f"{tag}mean")).name)
+        if prepared.std is not None:
+            steps.append(lambda: self._put(
+                f"{tag}std", prefix + "std", prepared.std, colormap="inferno", blending="additive", opacity=0.5,
+                contrast_limits=(0.0, prepared.std_top), **aligned_with(source, f"{tag}std")).name)
+        return steps
