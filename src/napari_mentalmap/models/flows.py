@@ -37,6 +37,16 @@ class FlowConfig:
         return asdict(self)
 
 
+def dequantize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Uniform dequantisation of [0, 1] intensities seen as 8-bit levels: (255 x + u) / 256.
+
+    Without it, the exact zeros of the skull-stripped background would let the flow
+    put unbounded density on one value.
+    """
+    noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    return (x.clamp(0, 1) * 255 + noise) / 256
+
+
 def pose_features(poses: torch.Tensor, n_poses: int, encoding: str) -> torch.Tensor:
     """Encode pose indices (float, ``[0, n_poses - 1]``) as conditioning vectors."""
     poses = poses.float()

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 
 from ..io.preprocess import GridSpec
 from ..models.bruno import Bruno, BrunoConfig
+from ..models.flows import dequantize
 from .data import SPLITS, SequenceDataset, load_split
 
 
@@ -76,9 +77,10 @@ def validate(model: Bruno, volumes: list[np.ndarray], n_contexts: int, device: t
     model.eval()
     dataset = SequenceDataset(volumes, length=9, epoch_size=32, augment=False, seed=12345)
     bpd = []
+    generator = torch.Generator().manual_seed(0)
     for i in range(0, len(dataset), 8):
         batch = [dataset[j] for j in range(i, min(i + 8, len(dataset)))]
-        images = torch.stack([b[0] for b in batch]).to(device)
+        images = dequantize(torch.stack([b[0] for b in batch]), generator).to(device)
         poses = torch.stack([b[1] for b in batch]).to(device)
         bpd.append(model.bits_per_dim(model.log_prob(images, poses)).mean().item())
     n_poses = model.n_poses
@@ -197,7 +199,7 @@ def _train_loop(fabric, config: TrainConfig, resume: bool, volumes: dict | None,
         images, poses = next(iterator)
         for group in optimizer.param_groups:
             group["lr"] = config.lr * _lr_factor(state["step"], config)
-        log_prob = model.log_prob(images, poses)
+        log_prob = model.log_prob(dequantize(images), poses)
         loss = model.bits_per_dim(log_prob).mean()  # bits/dim of every element given its predecessors
         optimizer.zero_grad(set_to_none=True)
         fabric.backward(loss)

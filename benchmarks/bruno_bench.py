@@ -1,0 +1,91 @@
+"""BRUNO speed and memory on this CPU; prints a Markdown table.
+
+    .venv/bin/python benchmarks/bruno_bench.py [--weights PATH] [--threads 2] [--volume PATH]
+
+Times (best of ``--repeats``) on the real open_ms patient07 T1 at 1 mm (182x218x182), 5
+evenly spaced contexts: the posterior mean volume, and 16 posterior samples of the whole
+volume; each both for the model alone (model grid) and for the whole job
+(``hallucinate``: brain mask, normalisation, grid resampling, model). Peak memory is the
+process's resident-set growth (``ru_maxrss``) over the run. Goals: mean <= 3 s, 16 samples
+<= 10 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from napari_mentalmap.inference.mental_map import hallucinate, load_bruno, run_to_completion
+from napari_mentalmap.io.nifti import read_volume
+from napari_mentalmap.training.bruno import evenly_spaced
+
+REPO = Path(__file__).resolve().parents[1]
+OPEN_MS_T1 = (REPO / ".." / "shared" / "data" / "open_ms" / "patient07" / "T1.nii.gz").resolve()
+
+
+def best_time(function, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--weights", default=None)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--volume", default=str(OPEN_MS_T1))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    model, _ = load_bruno(args.weights, "cpu")
+    volume = read_volume(args.volume)
+    n_poses = model.n_poses
+
+    # the job on the real volume: the contexts are input slices at evenly spaced poses
+    probe = run_to_completion(hallucinate(volume.data, volume.spacing, [], weights=args.weights, device="cpu"))
+    contexts = [probe.mapping.pose_to_slice(p) for p in evenly_spaced(5, n_poses)]
+
+    def job(samples: int):
+        return lambda: run_to_completion(hallucinate(volume.data, volume.spacing, contexts, n_samples=samples,
+                                                     weights=args.weights, device="cpu"))
+
+    grid = torch.rand(5, model.image_size, model.image_size)
+    context_poses = torch.tensor(evenly_spaced(5, n_poses), dtype=torch.float32)
+    query = torch.arange(n_poses, dtype=torch.float32)
+
+    def model_mean():
+        with torch.inference_mode():
+            model.posterior(grid, context_poses, query).mean_image()
+
+    def model_samples():
+        with torch.inference_mode():
+            model.posterior(grid, context_poses, query).samples(16, generator=torch.Generator().manual_seed(0))
+
+    rows = [
+        ("posterior mean volume, model only", best_time(model_mean, args.repeats), 3.0),
+        ("16 samples of a volume, model only", best_time(model_samples, args.repeats), 10.0),
+        ("mean volume, whole job on the 1 mm T1", best_time(job(0), args.repeats), 3.0),
+        ("mean + 16 samples, whole job on the 1 mm T1", best_time(job(16), args.repeats), 10.0),
+    ]
+    rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"BRUNO on CPU, {torch.get_num_threads()} threads, {n_poses} poses x {model.image_size}^2, "
+          f"volume {volume.data.shape}, 5 contexts\n")
+    print("| task | time (s) | goal (s) | met |")
+    print("|---|---|---|---|")
+    for name, seconds, goal in rows:
+        print(f"| {name} | {seconds:.2f} | {goal:.0f} | {'yes' if seconds <= goal else 'no'} |")
+    print(f"\npeak resident memory growth: {rss_peak - rss_before:.0f} MB "
+          f"(input float32 volume: {volume.data.astype(np.float32).nbytes / 2**20:.0f} MB)")
+
+
+if __name__ == "__main__":
+    main()
