@@ -68,7 +68,12 @@ def test_widget_compute_slider_dice(make_napari_viewer, qtbot, tiny_weights) -> 
 
     # Dice against the chosen ground truth, updated with the slider
     widget.truth_combo.setCurrentText("truth")
-    assert widget.dice_label.text().startswith("Dice: 0.") or widget.dice_label.text() == "Dice: 1.000"
+    for threshold in (low, float(np.percentile(image.data[image.data > 0], 95)), 10.0):
+        widget.threshold_slider.setValue(min(threshold, widget.threshold_slider.maximum()))
+        predicted = labels.data > 0
+        total = predicted.sum() + truth.sum()
+        expected = 1.0 if total == 0 else 2 * (predicted & (truth > 0)).sum() / total
+        assert widget.dice_label.text() == f"Dice: {expected:.3f}"
     viewer.add_labels(np.zeros((5, 5, 5), np.uint8), name="wrong shape")
     widget.truth_combo.setCurrentText("wrong shape")
     assert "differs" in widget.dice_label.text()

@@ -211,6 +211,8 @@ def remove_small(binary: np.ndarray, min_size: int = DEFAULT_MIN_SIZE) -> np.nda
     sizes = np.bincount(labels.ravel())
     keep = sizes >= max(int(min_size), 1)
     keep[0] = False
+    if keep[1:].all():
+        return labels.astype(np.int32, copy=False)
     relabel = np.zeros(n + 1, dtype=np.int32)
     relabel[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
     return relabel[labels]

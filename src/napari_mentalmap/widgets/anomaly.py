@@ -39,11 +39,6 @@ if TYPE_CHECKING:
 NO_TRUTH = "(none)"
 
 
-def _dice(prediction: np.ndarray, truth: np.ndarray) -> float:
-    total = int(prediction.sum()) + int(truth.sum())
-    return 1.0 if total == 0 else 2.0 * int(np.count_nonzero(prediction & truth)) / total
-
-
 def anomaly_job(data: np.ndarray, spacing: tuple[float, float, float], weights: Path, device: str):
     """Load the model and run the anomaly-map generator (what the worker thread runs)."""
     model = load_anomaly_model(weights, device)
@@ -65,6 +60,7 @@ class AnomalyWidget(QWidget):
         self.labels_layer = None
         self.last_update_ms = float("nan")
         self.modality_note: str | None = None
+        self._truth_cache: tuple | None = None
 
         self.layer_combo = QComboBox()
         self.model_combo = QComboBox()
@@ -122,7 +118,7 @@ class AnomalyWidget(QWidget):
         self.threshold_slider.valueChanged.connect(self.update_labels)
         self.min_size.valueChanged.connect(self.update_labels)
         self.auto_button.clicked.connect(self.set_auto_threshold)
-        self.truth_combo.currentTextChanged.connect(self.update_dice)
+        self.truth_combo.currentTextChanged.connect(self._truth_changed)
         for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
             event.connect(self.refresh_layer_choices)
         self.refresh_layer_choices()
@@ -272,6 +268,10 @@ class AnomalyWidget(QWidget):
         n = int(labels[box].max()) if box is not None else 0
         self.timing_label.setText(f"{n} components · update {self.last_update_ms:.0f} ms")
 
+    def _truth_changed(self, name: str) -> None:
+        self._truth_cache = None
+        self.update_dice()
+
     def update_dice(self, value: object = None) -> None:
         """Dice of the current labels against the chosen ground-truth layer."""
         truth_layer = self._layer(self.truth_combo.currentText())
@@ -283,4 +283,15 @@ class AnomalyWidget(QWidget):
             self.dice_label.setText(
                 f"Dice: ground truth shape {truth.shape} differs from the image {self.updater.labels.shape}")
             return
-        self.dice_label.setText(f"Dice: {_dice(self.updater.labels > 0, truth > 0):.3f}")
+        if self._truth_cache is None or self._truth_cache[0] is not truth_layer:
+            self._truth_cache = (truth_layer, truth > 0, int(np.count_nonzero(truth)))
+        _, truth_mask, truth_total = self._truth_cache
+        box = self.updater._box
+        if box is None:  # no voxel above the threshold: only the labels inside the box can be set
+            overlap, predicted = 0, 0
+        else:
+            prediction = self.updater.labels[box] > 0
+            overlap = int(np.count_nonzero(prediction & truth_mask[box]))
+            predicted = int(np.count_nonzero(prediction))
+        total = predicted + truth_total
+        self.dice_label.setText(f"Dice: {1.0 if total == 0 else 2.0 * overlap / total:.3f}")
