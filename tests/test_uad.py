@@ -242,3 +242,19 @@ def test_voxelwise_auc_metrics() -> None:
     scores = np.array([0.9, 0.1, 0.8, 0.7, 0.2, 0.3])  # ranks: 1st is a false positive
     assert average_precision(scores, truth) == pytest.approx((1 / 2 + 2 / 3 + 3 / 4) / 3)
     assert np.isnan(average_precision(scores, np.zeros(6, bool)))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_shipped_weights_carry_their_provenance(kind: str) -> None:
+    from napari_mentalmap.inference.anomaly import weights_path
+
+    path = weights_path(kind)
+    if not path.exists():
+        pytest.skip(f"{path.name} not shipped")
+    assert path.stat().st_size < 8e6
+    model = load_anomaly_model(kind)
+    record = model.record
+    assert record["split"]["train"][0] == "Subj1" and "Subj21" not in record["split"]["train"]
+    assert record["command"].startswith(f"mentalmap train uad --kind {kind}")
+    assert model.threshold is not None and 0 < model.threshold < 1
+    assert record["metrics"] and model.grid.coverage == 1.0
