@@ -45,6 +45,7 @@ def main(out_dir: str = "runs/skullstrip_eval") -> dict:
         row = {
             "classic": dice(brain_mask(volume.data, volume.spacing), truth),
             "learned": dice(learned, truth),
+            "learned_flip_average": dice(learned_brain_mask(volume.data, volume.spacing, flip_average=True), truth),
             "auto": dice(auto_brain_mask(volume.data, volume.spacing), truth),
             "stripped_input_learned": dice(learned_brain_mask(volume.data * truth, volume.spacing), truth),
             "stripped_input_auto": dice(auto_brain_mask(volume.data * truth, volume.spacing), truth),
@@ -52,7 +53,7 @@ def main(out_dir: str = "runs/skullstrip_eval") -> dict:
         }
         results["nichart_test"][subject] = row
         print(subject, json.dumps(row), flush=True)
-    for name in ("classic", "learned", "auto", "stripped_input_learned", "stripped_input_auto"):
+    for name in ("classic", "learned", "learned_flip_average", "auto", "stripped_input_learned", "stripped_input_auto"):
         results[f"mean_{name}"] = float(np.mean([r[name] for r in results["nichart_test"].values()]))
 
     ms = read_volume(subject_files("patient07")["image"])

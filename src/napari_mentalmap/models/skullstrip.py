@@ -203,25 +203,30 @@ def load_model(weights=None, device: str = "cpu") -> tuple[SkullStripUNet, Skull
 
 
 @torch.no_grad()
-def predict_grid(model: SkullStripUNet, image: np.ndarray, device: str = "cpu", batch: int = 32) -> np.ndarray:
-    """Brain probability on the model grid, averaged with the left-right flipped input."""
+def predict_grid(model: SkullStripUNet, image: np.ndarray, device: str = "cpu", batch: int = 32,
+                 flip_average: bool = False) -> np.ndarray:
+    """Brain probability on the model grid (optionally averaged with the left-right flip)."""
     stack = torch.from_numpy(slice_stack(image))
     out = []
     for first in range(0, len(stack), batch):
         x = stack[first:first + batch].to(device)
-        logits = model(x) + model(x.flip(-1)).flip(-1)
-        out.append(torch.sigmoid(logits / 2)[:, 0].cpu())
+        logits = model(x)
+        if flip_average:
+            logits = (logits + model(x.flip(-1)).flip(-1)) / 2
+        out.append(torch.sigmoid(logits)[:, 0].cpu())
     return torch.cat(out).numpy()
 
 
-def learned_brain_mask(volume: np.ndarray, spacing, weights=None, device: str = "cpu") -> np.ndarray:
+def learned_brain_mask(volume: np.ndarray, spacing, weights=None, device: str = "cpu",
+                       flip_average: bool = False) -> np.ndarray:
     """Boolean brain mask of a T1 volume (with or without skull) on its own voxel grid.
 
     ``weights`` defaults to the shipped ``weights/skullstrip.pt``; raises
-    ``FileNotFoundError`` when they are missing.
+    ``FileNotFoundError`` when they are missing. ``flip_average`` also runs the
+    left-right flipped volume (twice the time, +0.002 Dice on the NiChart test split).
     """
     model, config = load_model(weights, device)
     grid = head_grid(volume, spacing, config)
-    probability = predict_grid(model, grid.image, device)
+    probability = predict_grid(model, grid.image, device, flip_average=flip_average)
     mask = grid.to_input(probability, order=1) > 0.5
     return postprocess(mask)
