@@ -25,13 +25,13 @@ from ..device import pick_device
 from ..io.preprocess import (
     GridMapping,
     GridSpec,
-    brain_mask,
     normalize_intensity,
     resample_from_grid,
     resample_to_grid,
     to_model_grid,
 )
 from ..models.bruno import Bruno
+from .brain import auto_brain_mask
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "bruno_t1.pt"
@@ -157,7 +157,8 @@ def hallucinate(
     yield 0, 1, "preparing volume"
     volume = np.nan_to_num(volume.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
     if mask is None:
-        mask = brain_mask(volume, spacing)
+        yield 0, 1, "brain mask"
+        mask = auto_brain_mask(volume, spacing, device=str(torch_device))
     prepared = to_model_grid(volume, spacing, mask, spec)
     mapping = prepared.mapping
     contexts = validate_context_slices(context_slices, mapping)

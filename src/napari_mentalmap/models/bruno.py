@@ -23,6 +23,7 @@ class BrunoConfig:
     flow: FlowConfig = field(default_factory=FlowConfig)
     process: str = "pose_aware"  # or "exchangeable" (the paper's)
     student_t: bool = True
+    kernel: str = "exponential"  # pose-aware kernel: "exponential" or "matern32"
     grid: dict = field(default_factory=dict)  # GridSpec of the data it was trained on
 
     def to_dict(self) -> dict:
@@ -67,7 +68,7 @@ class Bruno(nn.Module):
         self.config = config
         self.flow = ConditionalRealNVP(config.flow)
         self.process: LatentProcess = make_process(
-            config.process, self.flow.dim, config.flow.n_poses, config.student_t
+            config.process, self.flow.dim, config.flow.n_poses, config.student_t, config.kernel
         )
 
     @property

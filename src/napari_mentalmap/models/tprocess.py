@@ -219,12 +219,18 @@ def variance_gaussian(process: ExchangeableProcess, count: int) -> torch.Tensor:
 
 
 class PoseAwareProcess(LatentProcess):
-    """Covariance ``w δ + c + a exp(-|Δp| / ℓ)`` per dimension; poses in pose-index units."""
+    """Covariance ``w δ + c + a k(|Δp| / ℓ)`` per dimension, with ``k`` exponential
+    (``exp(-r)``) or Matérn-3/2 (``(1 + √3 r) exp(-√3 r)``, smoother interpolation);
+    ``Δp`` is the pose distance as a fraction of the pose range."""
 
     kind = "pose_aware"
+    KERNELS = ("exponential", "matern32")
 
-    def __init__(self, dim: int, n_poses: int, student_t: bool = True):
+    def __init__(self, dim: int, n_poses: int, student_t: bool = True, kernel: str = "exponential"):
         super().__init__(dim, student_t)
+        if kernel not in self.KERNELS:
+            raise ValueError(f"unknown kernel {kernel!r} (use one of {self.KERNELS})")
+        self.kernel = kernel
         self.n_poses = n_poses
         self.raw_noise = nn.Parameter(torch.full((dim,), _inverse_softplus(0.3)))
         self.raw_constant = nn.Parameter(torch.full((dim,), _inverse_softplus(0.2)))
@@ -246,18 +252,24 @@ class PoseAwareProcess(LatentProcess):
         poses_b = poses_a if poses_b is None else poses_b
         scale = max(self.n_poses - 1, 1)
         distance = (poses_a.unsqueeze(-1) - poses_b.unsqueeze(-2)).abs().unsqueeze(-3) / scale  # (..., 1, n, m)
-        kernel = p["amplitude"][:, None, None] * torch.exp(-distance / p["length"][:, None, None])
-        out = kernel + p["constant"][:, None, None]
+        scaled = distance / p["length"][:, None, None]
+        if self.kernel == "matern32":
+            scaled = math.sqrt(3) * scaled
+            decay = (1 + scaled) * torch.exp(-scaled)
+        else:
+            decay = torch.exp(-scaled)
+        out = p["amplitude"][:, None, None] * decay + p["constant"][:, None, None]
         if same_elements:
             eye = torch.eye(poses_a.shape[-1], device=out.device, dtype=out.dtype)
             out = out + p["noise"][:, None, None] * eye
         return out
 
 
-def make_process(kind: str, dim: int, n_poses: int, student_t: bool = True) -> LatentProcess:
-    """Build a latent process by name: ``exchangeable`` or ``pose_aware``."""
+def make_process(kind: str, dim: int, n_poses: int, student_t: bool = True,
+                 kernel: str = "exponential") -> LatentProcess:
+    """Build a latent process by name: ``exchangeable`` or ``pose_aware`` (with ``kernel``)."""
     if kind == "exchangeable":
         return ExchangeableProcess(dim, student_t)
     if kind == "pose_aware":
-        return PoseAwareProcess(dim, n_poses, student_t)
+        return PoseAwareProcess(dim, n_poses, student_t, kernel)
     raise ValueError(f"unknown process {kind!r} (use 'exchangeable' or 'pose_aware')")

@@ -31,6 +31,7 @@ class TrainConfig:
     batch_size: int = 4
     sequence_length: int = 9
     lr: float = 1e-3
+    process_lr_factor: float = 10.0  # the per-dimension process and pose-norm parameters learn faster
     warmup_steps: int = 200
     weight_decay: float = 0.0
     grad_clip: float = 50.0
@@ -154,7 +155,13 @@ def _train_loop(fabric, config: TrainConfig, resume: bool, volumes: dict | None,
 
     model = Bruno(config.bruno)
     init_pose_norm(model, volumes["train"])
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    fast = [p for name, p in model.named_parameters() if name.startswith(("process.", "flow.pose_norm."))]
+    fast_ids = {id(p) for p in fast}
+    slow = [p for p in model.parameters() if id(p) not in fast_ids]
+    optimizer = torch.optim.Adam(
+        [{"params": slow, "lr_factor": 1.0}, {"params": fast, "lr_factor": config.process_lr_factor}],
+        lr=config.lr, weight_decay=config.weight_decay,
+    )
     state = {"step": 0, "best_val_ssim": -1.0, "history": [], "train_seconds": 0.0}
     last_path = out_dir / "last.pt"
     if resume and last_path.exists():
@@ -198,7 +205,7 @@ def _train_loop(fabric, config: TrainConfig, resume: bool, volumes: dict | None,
     while state["step"] < config.steps:
         images, poses = next(iterator)
         for group in optimizer.param_groups:
-            group["lr"] = config.lr * _lr_factor(state["step"], config)
+            group["lr"] = config.lr * group["lr_factor"] * _lr_factor(state["step"], config)
         log_prob = model.log_prob(dequantize(images), poses)
         loss = model.bits_per_dim(log_prob).mean()  # bits/dim of every element given its predecessors
         optimizer.zero_grad(set_to_none=True)

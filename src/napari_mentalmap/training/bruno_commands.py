@@ -12,6 +12,10 @@ def add_bruno_parser(models: argparse._SubParsersAction) -> None:
     parser = models.add_parser("bruno", help="train Conditional BRUNO on the T1 train split")
     parser.add_argument("--out", default="runs/bruno", help="run folder (checkpoints, logs)")
     parser.add_argument("--process", choices=["pose_aware", "exchangeable"], default="pose_aware")
+    parser.add_argument("--kernel", choices=["exponential", "matern32"], default="exponential",
+                        help="pose-distance kernel of the pose-aware process")
+    parser.add_argument("--process-lr-factor", type=float, default=10.0,
+                        help="learning-rate multiplier of the process and pose-norm parameters")
     parser.add_argument("--gaussian", action="store_true", help="Gaussian instead of Student-t process")
     parser.add_argument("--pose-encoding", choices=["onehot", "continuous"], default="onehot")
     parser.add_argument("--steps", type=int, default=20_000)
@@ -21,6 +25,7 @@ def add_bruno_parser(models: argparse._SubParsersAction) -> None:
     parser.add_argument("--res-blocks", type=int, default=2)
     parser.add_argument("--couplings", type=int, default=3, help="couplings per stage and kind")
     parser.add_argument("--scales", type=int, default=3)
+    parser.add_argument("--final-couplings", type=int, default=4, help="checkerboard couplings at the last scale")
     parser.add_argument("--poses", type=int, default=48)
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--val-every", type=int, default=500)
@@ -42,12 +47,13 @@ def run_train_bruno(args: argparse.Namespace) -> int:
 
     flow = FlowConfig(image_size=args.size, n_poses=args.poses, pose_encoding=args.pose_encoding,
                       n_scales=args.scales, couplings_per_stage=args.couplings, width=args.width,
+                      final_couplings=args.final_couplings,
                       res_blocks=args.res_blocks)
-    bruno = BrunoConfig(flow=flow, process=args.process, student_t=not args.gaussian,
+    bruno = BrunoConfig(flow=flow, process=args.process, student_t=not args.gaussian, kernel=args.kernel,
                         grid=GridSpec(n_poses=args.poses, size=args.size).to_dict())
     devices = int(args.devices) if str(args.devices).isdigit() else args.devices
     config = TrainConfig(out_dir=args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                         val_every=args.val_every, max_minutes=args.max_minutes, num_threads=args.threads,
+                         process_lr_factor=args.process_lr_factor, val_every=args.val_every, max_minutes=args.max_minutes, num_threads=args.threads,
                          accelerator=args.accelerator, devices=devices, strategy=args.strategy, bruno=bruno)
     result = train_bruno(config, resume=not args.no_resume)
     print(json.dumps({k: v for k, v in result.items() if k != "history"}))

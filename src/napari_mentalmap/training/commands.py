@@ -8,6 +8,7 @@ import argparse
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Add ``train`` with its model subcommands."""
     from .bruno_commands import add_bruno_parser
+    from .skullstrip_commands import add_skullstrip_parser
     from .slicevae_commands import add_slicevae_parser
     from .uad_commands import add_uad_parser
 
@@ -16,3 +17,4 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_bruno_parser(models)
     add_uad_parser(models)
     add_slicevae_parser(models)
+    add_skullstrip_parser(models)

@@ -86,11 +86,11 @@ def resample_to_reference(source: Volume, reference: Volume, order: int = 0) -> 
     )
 
 
-def brain_mask_for(subject: str, volume: Volume) -> np.ndarray | None:
+def brain_mask_for(subject: str, volume: Volume) -> np.ndarray:
     """Brain mask on ``volume``'s grid: the parcellation > 0 where the data set has one.
 
-    Returns ``None`` when there is none (then the automatic mask is used); the open_ms
-    volumes are skull-stripped, so their non-zero region is the brain.
+    Otherwise the automatic mask (learned brain extraction for T1 with skull, e.g. IXI);
+    the open_ms volumes are skull-stripped, so their non-zero region is the brain.
     """
     files = subject_files(subject)
     if "mask_source" in files:
@@ -98,7 +98,9 @@ def brain_mask_for(subject: str, volume: Volume) -> np.ndarray | None:
         return resample_to_reference(parcellation, volume, order=0) > 0
     if subject.startswith("patient"):
         return ndimage.binary_fill_holes(volume.data != 0)
-    return None
+    from ..inference.brain import auto_brain_mask
+
+    return auto_brain_mask(volume.data, volume.spacing)
 
 
 @dataclass

@@ -24,7 +24,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..io.preprocess import GridSpec, NoBrainError, brain_mask, plan_grid
+from ..inference.brain import auto_brain_mask
+from ..io.preprocess import GridSpec, NoBrainError, plan_grid
 
 if TYPE_CHECKING:
     import napari
@@ -55,7 +56,7 @@ def volume_of(layer) -> np.ndarray:
 def covered_range(volume: np.ndarray, spacing: tuple[float, float, float],
                   coverage: float = GridSpec().coverage) -> tuple[int, int]:
     """First and last axial slice inside the brain range the model covers (middle ``coverage``)."""
-    mask = brain_mask(volume, spacing)
+    mask = auto_brain_mask(volume, spacing)
     return plan_grid(mask, spacing, GridSpec(coverage=coverage)).covered_slices()
 
 
