@@ -270,3 +270,22 @@ def test_missing_weights_name_the_training_command(tmp_path):
     with pytest.raises(FileNotFoundError, match="mentalmap train bruno"):
         run_to_completion(hallucinate(_synthetic_head(), (2.0, 2.0, 2.0), [], device="cpu",
                                       weights=tmp_path / "absent.pt"))
+
+
+def test_prediction_errors_are_the_residuals_of_the_posterior_mean():
+    process = _perturb(PoseAwareProcess(3, 10, kernel="matern32", components=2).double(), 0.3)
+    z = torch.randn(1, 4, 3, dtype=torch.float64)
+    poses = torch.tensor([[1.0, 7.0, 3.0, 5.0]], dtype=torch.float64)
+    errors = process.prediction_errors(z, poses)  # (1, D, n)
+    posterior = process.posterior(z[0, :3], poses[0, :3], poses[0, 3:])
+    assert torch.allclose(errors[0, :, 3], z[0, 3] - posterior.mean[0], atol=1e-8)
+
+
+def test_training_terms_do_not_push_prediction_error_into_the_flow():
+    model = _perturb(tiny_bruno(), 0.02)
+    images, poses = torch.rand(2, 3, 16, 16), torch.tensor([[0.0, 2.0, 4.0], [1.0, 5.0, 7.0]])
+    log_prob, prediction_mse = model.training_terms(images, poses)
+    assert torch.allclose(log_prob, model.log_prob(images, poses))
+    prediction_mse.backward()
+    assert all(p.grad is None or not p.grad.any() for p in model.flow.parameters())
+    assert model.process.raw_length.grad.abs().sum() > 0

@@ -35,7 +35,7 @@ def _config(tmp_path, steps: int, **overrides) -> TrainConfig:
                       res_blocks=1)
     bruno = BrunoConfig(flow=flow, grid={"n_poses": 8, "size": 16, "coverage": 0.75, "margin": 0.06})
     values = dict(out_dir=str(tmp_path / "run"), steps=steps, batch_size=2, lr=3e-3, warmup_steps=2,
-                  val_every=steps, checkpoint_every=5, num_threads=1, accelerator="cpu", val_contexts=2,
+                  val_every=steps, checkpoint_every=5, num_threads=1, accelerator="cpu", val_contexts=(2,),
                   bruno=bruno)
     values.update(overrides)
     return TrainConfig(**values)

@@ -24,6 +24,7 @@ class BrunoConfig:
     process: str = "pose_aware"  # or "exchangeable" (the paper's)
     student_t: bool = True
     kernel: str = "exponential"  # pose-aware kernel: "exponential" or "matern32"
+    kernel_components: int = 1  # 2 adds a second length scale
     grid: dict = field(default_factory=dict)  # GridSpec of the data it was trained on
 
     def to_dict(self) -> dict:
@@ -68,7 +69,8 @@ class Bruno(nn.Module):
         self.config = config
         self.flow = ConditionalRealNVP(config.flow)
         self.process: LatentProcess = make_process(
-            config.process, self.flow.dim, config.flow.n_poses, config.student_t, config.kernel
+            config.process, self.flow.dim, config.flow.n_poses, config.student_t, config.kernel,
+            config.kernel_components,
         )
 
     @property
@@ -105,6 +107,18 @@ class Bruno(nn.Module):
         z, logdet = self.encode(images.reshape(b * n, *images.shape[-2:]), poses.reshape(-1))
         latent_log_prob = self.process.log_prob(z.view(b, n, -1), poses)
         return latent_log_prob + logdet.view(b, n)
+
+    def training_terms(self, images: torch.Tensor, poses: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-element log-likelihoods (B, n) and the mean squared error of each element's
+        predictive mean given at least one predecessor, on *detached* latents: it trains
+        only the process (a cross-validation-style criterion for its kernel), so the flow
+        cannot lower it by shrinking its latents."""
+        b, n = poses.shape
+        z, logdet = self.encode(images.reshape(b * n, *images.shape[-2:]), poses.reshape(-1))
+        z = z.view(b, n, -1)
+        log_prob = self.process.log_prob(z, poses) + logdet.view(b, n)
+        errors = self.process.prediction_errors(z.detach(), poses)[..., 1:]
+        return log_prob, errors.pow(2).mean()
 
     def bits_per_dim(self, log_prob: torch.Tensor) -> torch.Tensor:
         """Bits per pixel of 8-bit-quantised slices from a continuous log-density on [0, 1]."""

@@ -109,16 +109,25 @@ class LatentProcess(nn.Module, ABC):
     def _chol(self, poses: torch.Tensor) -> torch.Tensor:
         return torch.linalg.cholesky(self.covariance(poses))
 
+    def _innovations(self, z: torch.Tensor, poses: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Standardised innovations and Gaussian conditional variances, both (B, D, n)."""
+        chol = self._chol(poses)  # (B, D, n, n)
+        centred = (z - self.prior_mean).transpose(1, 2).unsqueeze(-1)  # (B, D, n, 1)
+        innovations = torch.linalg.solve_triangular(chol, centred, upper=False).squeeze(-1)
+        return innovations, torch.diagonal(chol, dim1=-2, dim2=-1) ** 2
+
+    def prediction_errors(self, z: torch.Tensor, poses: torch.Tensor) -> torch.Tensor:
+        """z_i minus its predictive mean given z_<i (the conditional mean), (B, D, n)."""
+        innovations, cond_variance = self._innovations(z, poses)
+        return innovations * cond_variance.sqrt()
+
     def log_prob(self, z: torch.Tensor, poses: torch.Tensor) -> torch.Tensor:
         """Sum over elements and dimensions of log p(z_i | z_<i); z (B, n, D), poses (B, n).
 
         Returns (B, n): the log-likelihood of each element given its predecessors.
         """
-        b, n, d = z.shape
-        chol = self._chol(poses)  # (B, D, n, n)
-        centred = (z - self.prior_mean).transpose(1, 2).unsqueeze(-1)  # (B, D, n, 1)
-        innovations = torch.linalg.solve_triangular(chol, centred, upper=False).squeeze(-1)  # (B, D, n)
-        cond_variance = torch.diagonal(chol, dim1=-2, dim2=-1) ** 2  # (B, D, n)
+        n = z.shape[1]
+        innovations, cond_variance = self._innovations(z, poses)
         # standardised innovation e_i = (z_i - mu_i)/sqrt(s_i): z_i - mu_i = e_i sqrt(s_i)
         residual = innovations * cond_variance.sqrt()
         if not self.student_t:
@@ -226,12 +235,18 @@ class PoseAwareProcess(LatentProcess):
     kind = "pose_aware"
     KERNELS = ("exponential", "matern32")
 
-    def __init__(self, dim: int, n_poses: int, student_t: bool = True, kernel: str = "exponential"):
+    def __init__(self, dim: int, n_poses: int, student_t: bool = True, kernel: str = "exponential",
+                 components: int = 1):
         super().__init__(dim, student_t)
         if kernel not in self.KERNELS:
             raise ValueError(f"unknown kernel {kernel!r} (use one of {self.KERNELS})")
+        if components not in (1, 2):
+            raise ValueError("the pose kernel has 1 or 2 components (one length scale each)")
         self.kernel = kernel
         self.n_poses = n_poses
+        if components == 2:  # a second, longer-range component
+            self.raw_amplitude2 = nn.Parameter(torch.full((dim,), _inverse_softplus(0.3)))
+            self.raw_length2 = nn.Parameter(torch.full((dim,), _inverse_softplus(0.4)))
         self.raw_noise = nn.Parameter(torch.full((dim,), _inverse_softplus(0.3)))
         self.raw_constant = nn.Parameter(torch.full((dim,), _inverse_softplus(0.2)))
         self.raw_amplitude = nn.Parameter(torch.full((dim,), _inverse_softplus(0.5)))
@@ -239,12 +254,23 @@ class PoseAwareProcess(LatentProcess):
 
     @property
     def parameters_positive(self) -> dict[str, torch.Tensor]:
-        return {
+        values = {
             "noise": F.softplus(self.raw_noise) + 1e-4,
             "constant": F.softplus(self.raw_constant),
             "amplitude": F.softplus(self.raw_amplitude),
             "length": F.softplus(self.raw_length) + 1e-3,
         }
+        if hasattr(self, "raw_amplitude2"):
+            values["amplitude2"] = F.softplus(self.raw_amplitude2)
+            values["length2"] = F.softplus(self.raw_length2) + 1e-3
+        return values
+
+    def _decay(self, distance: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
+        scaled = distance / length[:, None, None]
+        if self.kernel == "matern32":
+            scaled = math.sqrt(3) * scaled
+            return (1 + scaled) * torch.exp(-scaled)
+        return torch.exp(-scaled)
 
     def covariance(self, poses_a: torch.Tensor, poses_b: torch.Tensor | None = None) -> torch.Tensor:
         p = self.parameters_positive
@@ -252,13 +278,9 @@ class PoseAwareProcess(LatentProcess):
         poses_b = poses_a if poses_b is None else poses_b
         scale = max(self.n_poses - 1, 1)
         distance = (poses_a.unsqueeze(-1) - poses_b.unsqueeze(-2)).abs().unsqueeze(-3) / scale  # (..., 1, n, m)
-        scaled = distance / p["length"][:, None, None]
-        if self.kernel == "matern32":
-            scaled = math.sqrt(3) * scaled
-            decay = (1 + scaled) * torch.exp(-scaled)
-        else:
-            decay = torch.exp(-scaled)
-        out = p["amplitude"][:, None, None] * decay + p["constant"][:, None, None]
+        out = p["amplitude"][:, None, None] * self._decay(distance, p["length"]) + p["constant"][:, None, None]
+        if "amplitude2" in p:
+            out = out + p["amplitude2"][:, None, None] * self._decay(distance, p["length2"])
         if same_elements:
             eye = torch.eye(poses_a.shape[-1], device=out.device, dtype=out.dtype)
             out = out + p["noise"][:, None, None] * eye
@@ -266,10 +288,10 @@ class PoseAwareProcess(LatentProcess):
 
 
 def make_process(kind: str, dim: int, n_poses: int, student_t: bool = True,
-                 kernel: str = "exponential") -> LatentProcess:
+                 kernel: str = "exponential", components: int = 1) -> LatentProcess:
     """Build a latent process by name: ``exchangeable`` or ``pose_aware`` (with ``kernel``)."""
     if kind == "exchangeable":
         return ExchangeableProcess(dim, student_t)
     if kind == "pose_aware":
-        return PoseAwareProcess(dim, n_poses, student_t, kernel)
+        return PoseAwareProcess(dim, n_poses, student_t, kernel, components)
     raise ValueError(f"unknown process {kind!r} (use 'exchangeable' or 'pose_aware')")

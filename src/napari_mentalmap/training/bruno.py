@@ -43,7 +43,8 @@ class TrainConfig:
     accelerator: str = "auto"
     devices: int | str = 1
     strategy: str = "auto"
-    val_contexts: int = 5
+    val_contexts: tuple[int, ...] = (1, 3, 5, 9)
+    prediction_weight: float = 0.0  # weight of the process's predictive-mean squared error
     bruno: BrunoConfig = field(default_factory=BrunoConfig)
 
 
@@ -71,8 +72,9 @@ def evenly_spaced(n_contexts: int, n_poses: int) -> list[int]:
 
 
 @torch.no_grad()
-def validate(model: Bruno, volumes: list[np.ndarray], n_contexts: int, device: torch.device) -> dict:
-    """Validation bits/dim (fixed sequences) and SSIM/CC of the mean image on non-context poses."""
+def validate(model: Bruno, volumes: list[np.ndarray], context_counts, device: torch.device) -> dict:
+    """Validation bits/dim (fixed sequences) and SSIM/CC of the mean image on non-context
+    poses, averaged over ``context_counts`` (evenly spaced contexts) and subjects."""
     from ..evaluation.metrics import slice_cc, slice_ssim
 
     model.eval()
@@ -85,10 +87,10 @@ def validate(model: Bruno, volumes: list[np.ndarray], n_contexts: int, device: t
         poses = torch.stack([b[1] for b in batch]).to(device)
         bpd.append(model.bits_per_dim(model.log_prob(images, poses)).mean().item())
     n_poses = model.n_poses
-    contexts = evenly_spaced(n_contexts, n_poses)
-    queries = [p for p in range(n_poses) if p not in contexts]
     ssim, cc = [], []
-    for real in volumes:
+    for real, n_contexts in [(v, c) for v in volumes for c in np.atleast_1d(context_counts)]:
+        contexts = evenly_spaced(int(n_contexts), n_poses)
+        queries = [p for p in range(n_poses) if p not in contexts]
         volume = torch.from_numpy(real).to(device)
         context_poses = torch.tensor(contexts, device=device, dtype=torch.float32)
         query_poses = torch.tensor(queries, device=device, dtype=torch.float32)
@@ -171,7 +173,7 @@ def _train_loop(fabric, config: TrainConfig, resume: bool, volumes: dict | None,
         state.update(record["train_state"])
         fabric.print(f"resumed from {last_path} at step {state['step']}")
     model, optimizer = fabric.setup(model, optimizer)
-    model.mark_forward_method("log_prob")  # route through DDP's forward so gradients sync
+    model.mark_forward_method("training_terms")  # route through DDP's forward so gradients sync
 
     dataset = SequenceDataset(volumes["train"], length=config.sequence_length,
                               epoch_size=config.steps * config.batch_size * fabric.world_size,
@@ -206,14 +208,15 @@ def _train_loop(fabric, config: TrainConfig, resume: bool, volumes: dict | None,
         images, poses = next(iterator)
         for group in optimizer.param_groups:
             group["lr"] = config.lr * group["lr_factor"] * _lr_factor(state["step"], config)
-        log_prob = model.log_prob(dequantize(images), poses)
-        loss = model.bits_per_dim(log_prob).mean()  # bits/dim of every element given its predecessors
+        log_prob, prediction_mse = model.training_terms(dequantize(images), poses)
+        bpd = model.bits_per_dim(log_prob).mean()  # bits/dim of every element given its predecessors
+        loss = bpd + config.prediction_weight * prediction_mse
         optimizer.zero_grad(set_to_none=True)
         fabric.backward(loss)
         fabric.clip_gradients(model, optimizer, max_norm=config.grad_clip, error_if_nonfinite=False)
         optimizer.step()
         state["step"] += 1
-        value = loss.item()
+        value = bpd.item()
         running = value if running is None else 0.98 * running + 0.02 * value
         state["history"].append([state["step"], value])
         bar.update(1)

@@ -14,6 +14,10 @@ def add_bruno_parser(models: argparse._SubParsersAction) -> None:
     parser.add_argument("--process", choices=["pose_aware", "exchangeable"], default="pose_aware")
     parser.add_argument("--kernel", choices=["exponential", "matern32"], default="exponential",
                         help="pose-distance kernel of the pose-aware process")
+    parser.add_argument("--kernel-components", type=int, choices=[1, 2], default=1,
+                        help="length scales in the pose kernel")
+    parser.add_argument("--prediction-weight", type=float, default=0.0,
+                        help="add this x the squared error of the process's predictive mean (kernel only)")
     parser.add_argument("--process-lr-factor", type=float, default=10.0,
                         help="learning-rate multiplier of the process and pose-norm parameters")
     parser.add_argument("--gaussian", action="store_true", help="Gaussian instead of Student-t process")
@@ -50,10 +54,12 @@ def run_train_bruno(args: argparse.Namespace) -> int:
                       final_couplings=args.final_couplings,
                       res_blocks=args.res_blocks)
     bruno = BrunoConfig(flow=flow, process=args.process, student_t=not args.gaussian, kernel=args.kernel,
+                        kernel_components=args.kernel_components,
                         grid=GridSpec(n_poses=args.poses, size=args.size).to_dict())
     devices = int(args.devices) if str(args.devices).isdigit() else args.devices
     config = TrainConfig(out_dir=args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                         process_lr_factor=args.process_lr_factor, val_every=args.val_every, max_minutes=args.max_minutes, num_threads=args.threads,
+                         process_lr_factor=args.process_lr_factor, prediction_weight=args.prediction_weight,
+                         val_every=args.val_every, max_minutes=args.max_minutes, num_threads=args.threads,
                          accelerator=args.accelerator, devices=devices, strategy=args.strategy, bruno=bruno)
     result = train_bruno(config, resume=not args.no_resume)
     print(json.dumps({k: v for k, v in result.items() if k != "history"}))
