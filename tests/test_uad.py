@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
 
 from napari_mentalmap.evaluation.uad import (
     average_precision,
@@ -258,3 +259,20 @@ def test_shipped_weights_carry_their_provenance(kind: str) -> None:
     assert record["command"].startswith(f"mentalmap train uad --kind {kind}")
     assert model.threshold is not None and 0 < model.threshold < 1
     assert record["metrics"] and model.grid.coverage == 1.0
+
+
+def test_label_updater_equals_reference_on_a_random_map() -> None:
+    rng = np.random.default_rng(0)
+    anomaly = ndimage.gaussian_filter(rng.random((24, 30, 26)), 1.0).astype(np.float32)
+    anomaly[:3] = 0.0  # a flat band outside the "brain"
+    updater = LabelUpdater(anomaly)
+    low, high = float(anomaly[anomaly > 0].min()), float(anomaly.max())
+    for threshold in [*np.linspace(low, high, 9), 0.5 * (low + high), low - 0.01, high + 0.01, 0.0]:
+        for min_size in (1, 3, 10, 50):
+            expected = threshold_labels(anomaly, float(threshold), min_size)
+            labels = updater.update(float(threshold), min_size)
+            np.testing.assert_array_equal(labels, expected)
+            assert updater.n_components == expected.max()
+            assert updater.n_labelled == np.count_nonzero(expected)
+            truth_index = np.flatnonzero(anomaly > np.median(anomaly))
+            assert updater.overlap(truth_index) == np.count_nonzero(expected.ravel()[truth_index])

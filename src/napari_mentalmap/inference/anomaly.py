@@ -7,8 +7,9 @@ is mapped back onto the input's voxel grid. It stops cleanly between batches whe
 consumer stops iterating (a napari worker's ``quit``).
 
 ``threshold_labels`` / :class:`LabelUpdater`: threshold -> connected components under a
-minimum size removed -> labels; the updater precomputes per-axis maxima so a slider move
-only labels the bounding box of the voxels above the threshold.
+minimum size removed -> labels; the updater gives the same labels for a live slider:
+it labels only the bounding box of the voxels above the threshold into reused buffers
+and updates one labels array in place.
 """
 
 from __future__ import annotations
@@ -226,8 +227,11 @@ def threshold_labels(anomaly: np.ndarray, threshold: float, min_size: int = DEFA
 class LabelUpdater:
     """Fast repeated ``threshold_labels`` on one anomaly map (for a live slider).
 
-    Per-axis maxima are precomputed, so each update labels only the bounding box of
-    the voxels above the threshold; the output array is reused.
+    Gives exactly the labels of ``threshold_labels`` (same numbering). Per-axis maxima are
+    precomputed, so each update labels only the bounding box of the voxels above the
+    threshold, into reused buffers, and writes the result into one labels array in place
+    (a napari Labels layer showing it only needs a refresh). The counts needed for a live
+    Dice come for free: ``n_labelled`` voxels in ``n_components`` components.
     """
 
     def __init__(self, anomaly: np.ndarray):
@@ -236,6 +240,10 @@ class LabelUpdater:
                          for axis in range(self.anomaly.ndim)]
         self.labels = np.zeros(self.anomaly.shape, dtype=np.int32)
         self._box: tuple[slice, ...] | None = None
+        self._above = np.empty(0, bool)  # flat work buffers, grown on demand and reused
+        self._work = np.empty(0, np.int32)
+        self.n_components = 0
+        self.n_labelled = 0
 
     def box(self, threshold: float) -> tuple[slice, ...] | None:
         """Bounding box of the voxels above ``threshold`` (None when there are none)."""
@@ -247,12 +255,42 @@ class LabelUpdater:
             box.append(slice(int(above[0]), int(above[-1]) + 1))
         return tuple(box)
 
+    def _buffers(self, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+        size = int(np.prod(shape))
+        if self._work.size < size:
+            self._above = np.empty(size, bool)
+            self._work = np.empty(size, np.int32)
+        return self._above[:size].reshape(shape), self._work[:size].reshape(shape)
+
     def update(self, threshold: float, min_size: int = DEFAULT_MIN_SIZE) -> np.ndarray:
         """Labels for ``threshold`` and ``min_size`` (the same array, updated in place)."""
-        if self._box is not None:
-            self.labels[self._box] = 0
         box = self.box(threshold)
+        old = self._box
+        if old is not None and (box is None or any(
+                n.start > o.start or n.stop < o.stop for n, o in zip(box, old, strict=True))):
+            self.labels[old] = 0  # the new box does not cover the old one
         self._box = box
-        if box is not None:
-            self.labels[box] = threshold_labels(self.anomaly[box], threshold, min_size)
+        self.n_components = self.n_labelled = 0
+        if box is None:
+            return self.labels
+        above, labels = self._buffers(tuple(s.stop - s.start for s in box))
+        np.greater(self.anomaly[box], threshold, out=above)
+        n = ndimage.label(above, output=labels)
+        if n == 0:
+            self.labels[box] = 0
+            return self.labels
+        sizes = np.bincount(labels.ravel(), minlength=n + 1)
+        keep = sizes >= max(int(min_size), 1)
+        keep[0] = False
+        self.n_components = int(np.count_nonzero(keep))
+        self.n_labelled = int(sizes[keep].sum())
+        if self.n_components < n:  # renumber the kept components 1..k, in order
+            relabel = np.zeros(n + 1, dtype=np.int32)
+            relabel[keep] = np.arange(1, self.n_components + 1, dtype=np.int32)
+            np.take(relabel, labels, out=labels, mode="clip")
+        self.labels[box] = labels
         return self.labels
+
+    def overlap(self, truth_index: np.ndarray) -> int:
+        """Labelled voxels among the flat indices ``truth_index`` (for a live Dice)."""
+        return int(np.count_nonzero(self.labels.ravel()[truth_index]))

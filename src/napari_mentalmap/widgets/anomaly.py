@@ -259,14 +259,13 @@ class AnomalyWidget(QWidget):
         started = time.perf_counter()
         labels = self.updater.update(float(self.threshold_slider.value()), int(self.min_size.value()))
         if self.labels_layer.data is labels:
-            self.labels_layer.refresh()  # updated in place: a redraw is enough
+            # updated in place, same shape: re-slice and redraw, the extent cannot change
+            self.labels_layer.refresh(extent=False, highlight=False)
         else:
             self.labels_layer.data = labels
         self.update_dice()
         self.last_update_ms = 1000 * (time.perf_counter() - started)
-        box = self.updater._box
-        n = int(labels[box].max()) if box is not None else 0
-        self.timing_label.setText(f"{n} components · update {self.last_update_ms:.0f} ms")
+        self.timing_label.setText(f"{self.updater.n_components} components · update {self.last_update_ms:.0f} ms")
 
     def _truth_changed(self, name: str) -> None:
         self._truth_cache = None
@@ -284,14 +283,9 @@ class AnomalyWidget(QWidget):
                 f"Dice: ground truth shape {truth.shape} differs from the image {self.updater.labels.shape}")
             return
         if self._truth_cache is None or self._truth_cache[0] is not truth_layer:
-            self._truth_cache = (truth_layer, truth > 0, int(np.count_nonzero(truth)))
-        _, truth_mask, truth_total = self._truth_cache
-        box = self.updater._box
-        if box is None:  # no voxel above the threshold: only the labels inside the box can be set
-            overlap, predicted = 0, 0
-        else:
-            prediction = self.updater.labels[box] > 0
-            overlap = int(np.count_nonzero(prediction & truth_mask[box]))
-            predicted = int(np.count_nonzero(prediction))
-        total = predicted + truth_total
+            self._truth_cache = (truth_layer, np.flatnonzero(truth))
+        _, truth_index = self._truth_cache
+        # the updater counts its labelled voxels; the overlap reads only the truth voxels
+        overlap = self.updater.overlap(truth_index)
+        total = self.updater.n_labelled + truth_index.size
         self.dice_label.setText(f"Dice: {1.0 if total == 0 else 2.0 * overlap / total:.3f}")
