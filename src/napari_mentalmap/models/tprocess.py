@@ -229,11 +229,11 @@ def variance_gaussian(process: ExchangeableProcess, count: int) -> torch.Tensor:
 
 class PoseAwareProcess(LatentProcess):
     """Covariance ``w δ + c + a k(|Δp| / ℓ)`` per dimension, with ``k`` exponential
-    (``exp(-r)``) or Matérn-3/2 (``(1 + √3 r) exp(-√3 r)``, smoother interpolation);
+    (``exp(-r)``), Matérn-3/2 (``(1 + √3 r) exp(-√3 r)``) or Matérn-5/2 (smoother still);
     ``Δp`` is the pose distance as a fraction of the pose range."""
 
     kind = "pose_aware"
-    KERNELS = ("exponential", "matern32")
+    KERNELS = ("exponential", "matern32", "matern52")
 
     def __init__(self, dim: int, n_poses: int, student_t: bool = True, kernel: str = "exponential",
                  components: int = 1):
@@ -270,6 +270,9 @@ class PoseAwareProcess(LatentProcess):
         if self.kernel == "matern32":
             scaled = math.sqrt(3) * scaled
             return (1 + scaled) * torch.exp(-scaled)
+        if self.kernel == "matern52":
+            scaled = math.sqrt(5) * scaled
+            return (1 + scaled + scaled**2 / 3) * torch.exp(-scaled)
         return torch.exp(-scaled)
 
     def covariance(self, poses_a: torch.Tensor, poses_b: torch.Tensor | None = None) -> torch.Tensor:

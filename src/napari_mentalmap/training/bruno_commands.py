@@ -12,7 +12,7 @@ def add_bruno_parser(models: argparse._SubParsersAction) -> None:
     parser = models.add_parser("bruno", help="train Conditional BRUNO on the T1 train split")
     parser.add_argument("--out", default="runs/bruno", help="run folder (checkpoints, logs)")
     parser.add_argument("--process", choices=["pose_aware", "exchangeable"], default="pose_aware")
-    parser.add_argument("--kernel", choices=["exponential", "matern32"], default="exponential",
+    parser.add_argument("--kernel", choices=["exponential", "matern32", "matern52"], default="exponential",
                         help="pose-distance kernel of the pose-aware process")
     parser.add_argument("--kernel-components", type=int, choices=[1, 2], default=1,
                         help="length scales in the pose kernel")
@@ -24,6 +24,7 @@ def add_bruno_parser(models: argparse._SubParsersAction) -> None:
     parser.add_argument("--pose-encoding", choices=["onehot", "continuous"], default="onehot")
     parser.add_argument("--steps", type=int, default=20_000)
     parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--sequence-length", type=int, default=9, help="slices per training sequence")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--width", type=int, default=32)
     parser.add_argument("--res-blocks", type=int, default=2)
@@ -57,7 +58,8 @@ def run_train_bruno(args: argparse.Namespace) -> int:
                         kernel_components=args.kernel_components,
                         grid=GridSpec(n_poses=args.poses, size=args.size).to_dict())
     devices = int(args.devices) if str(args.devices).isdigit() else args.devices
-    config = TrainConfig(out_dir=args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+    config = TrainConfig(out_dir=args.out, steps=args.steps, batch_size=args.batch_size,
+                         sequence_length=args.sequence_length, lr=args.lr,
                          process_lr_factor=args.process_lr_factor, prediction_weight=args.prediction_weight,
                          val_every=args.val_every, max_minutes=args.max_minutes, num_threads=args.threads,
                          accelerator=args.accelerator, devices=devices, strategy=args.strategy, bruno=bruno)
