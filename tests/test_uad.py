@@ -193,6 +193,29 @@ def test_bad_inputs(tmp_path) -> None:
         load_anomaly_model(tmp_path / "broken.pt")
 
 
+
+def test_healthy_residual_is_subtracted(tmp_path) -> None:
+    from napari_mentalmap.training.uad import healthy_residual
+
+    train = _synthetic_subjects(2)
+    config = UADTrainConfig(kind="dense2d", out_dir=str(tmp_path / "run"), epochs=1, batch_size=4,
+                            grid=TINY_GRID.to_dict(), model=tiny_config("dense2d").to_dict())
+    train_uad(config, subjects={"train": train, "val": []}, progress=False)
+    model = load_anomaly_model(export_weights(tmp_path / "run", tmp_path / "uad_dense2d.pt"))
+    residual = healthy_residual(model.model, train)
+    assert residual.shape == train[0].image.shape and (residual >= 0).all() and residual.max() > 0
+    volume = np.zeros((20, 24, 24), np.float32)
+    volume[3:17, 4:20, 4:20] = 1.0 + np.random.default_rng(0).random((14, 16, 16))
+    plain = run_job(anomaly_map(volume, (1.0, 1.0, 1.0), model)).anomaly
+    model.record["healthy_residual"] = residual
+    subtracted = run_job(anomaly_map(volume, (1.0, 1.0, 1.0), model)).anomaly
+    assert (subtracted <= plain + 1e-6).all() and subtracted.sum() < plain.sum()
+    off = run_job(anomaly_map(volume, (1.0, 1.0, 1.0), model, subtract_healthy=False)).anomaly
+    np.testing.assert_allclose(off, plain)
+    model.record["healthy_residual"] = residual[:-1]
+    with pytest.raises(WeightsError, match="healthy residual"):
+        run_job(anomaly_map(volume, (1.0, 1.0, 1.0), model))
+
 def test_modality_warning_from_names() -> None:
     from napari_mentalmap.inference.anomaly import modality_warning
 

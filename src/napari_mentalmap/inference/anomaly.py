@@ -70,6 +70,13 @@ class AnomalyModel:
         value = self.record.get("final_val_l1")
         return float(value) if value is not None else None
 
+    @property
+    def healthy_residual(self) -> np.ndarray | None:
+        """Voxel-wise mean ``|x - x_hat|`` of the healthy training FLAIRs on the model grid,
+        stored with the weights when it helped on the validation subjects (else None)."""
+        value = self.record.get("healthy_residual")
+        return None if value is None else np.asarray(value, dtype=np.float32)
+
 
 def load_anomaly_model(kind_or_path: str | Path, device: str | torch.device = "cpu") -> AnomalyModel:
     """Load shipped weights by kind (``dense3d`` ...) or from a file path."""
@@ -128,9 +135,13 @@ def anomaly_map(
     device: str | torch.device | None = None,
     batch_size: int = 16,
     erosion: int = 1,
+    subtract_healthy: bool = True,
 ) -> Generator[Progress, None, AnomalyResult]:
     """Anomaly map ``|x - x_hat| x eroded brain mask`` of a FLAIR, on the input grid.
 
+    When the weights carry a healthy residual (``AnomalyModel.healthy_residual``) and
+    ``subtract_healthy`` is set, the map is ``max(|x - x_hat| - healthy residual, 0)``:
+    what the model always reconstructs blurrily (cortex, ventricle edges) is discounted.
     ``mask`` is the brain mask (automatic when None). Raises ``NoBrainError`` for a
     volume without a brain; a volume whose reconstruction error is far above the
     validation FLAIRs' (e.g. a T1) still runs, with a warning in the result.
@@ -156,7 +167,14 @@ def anomaly_map(
         reconstruction = yield from _reconstruct(model.model, grid.image, target, batch_size)
     yield 3, 4, "mapping back to the input grid"
     eroded = ndimage.binary_erosion(grid.mask, iterations=erosion) if erosion else grid.mask
-    difference = np.abs(grid.image - reconstruction) * eroded
+    difference = np.abs(grid.image - reconstruction)
+    residual = model.healthy_residual if subtract_healthy else None
+    if residual is not None:
+        if residual.shape != difference.shape:
+            raise WeightsError(f"healthy residual shape {residual.shape} differs from the model grid "
+                               f"{difference.shape}")
+        difference = np.clip(difference - residual, 0.0, None)
+    difference = difference * eroded
     anomaly = resample_from_grid(difference, grid.mapping, order=1, fill_value=0.0)
     anomaly *= mask
     np.clip(anomaly, 0.0, None, out=anomaly)

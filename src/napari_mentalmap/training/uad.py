@@ -227,3 +227,66 @@ def export_weights(run_dir: str | Path, path: str | Path, extra: dict | None = N
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(out, path)
     return path
+
+
+def healthy_residual(model: UADVAE, subjects: list[SubjectGrid], erosion: int = 1) -> np.ndarray:
+    """Voxel-wise mean ``|x - x_hat|`` over healthy FLAIRs on the model grid (float32).
+
+    Averaged over each subject's eroded brain mask with its automatic lesions left out
+    (``healthy_weight``); 0 where no subject has brain.
+    """
+    from ..inference.anomaly import _reconstruct, run_job
+
+    device = next(model.parameters()).device
+    total = np.zeros(subjects[0].image.shape, np.float64)
+    count = np.zeros_like(total)
+    with torch.inference_mode():
+        for subject in subjects:
+            reconstruction = run_job(_reconstruct(model, subject.image, device, 16))
+            weight = ndimage.binary_erosion(subject.mask, iterations=erosion) * healthy_weight(subject)
+            total += np.abs(subject.image - reconstruction) * weight
+            count += weight
+    return (total / np.maximum(count, 1.0)).astype(np.float32)
+
+
+def validate_healthy_residual(kind: str, log=print) -> dict:
+    """Compute the healthy residual of the shipped ``kind`` on the training FLAIRs and keep it
+    in the weights only if it raises the validation Dice (Subj18-20 vs ``wml_auto``).
+
+    Criterion: mean of the half/half Dice over the paper's and the wide threshold ranges
+    (the protocol of ``mentalmap eval uad``), with and without the subtraction.
+    """
+    from ..evaluation.uad import (
+        VAE_THRESHOLDS,
+        WIDE_THRESHOLDS,
+        dice_table,
+        half_half_protocol,
+        load_test_volume,
+    )
+    from ..inference.anomaly import anomaly_map, load_anomaly_model, run_job, weights_path
+
+    model = load_anomaly_model(kind, "cpu")
+    residual = healthy_residual(model.model, load_split("train", "flair", model.grid))
+    model.record["healthy_residual"] = residual
+    volumes = [load_test_volume(subject) for subject in SPLITS["val"]]
+    scores = {}
+    for subtract in (False, True):
+        maps = [run_job(anomaly_map(v.image, v.spacing, model, mask=v.mask, subtract_healthy=subtract)).anomaly
+                for v in volumes]
+        truths = [v.truth for v in volumes]
+        scores[subtract] = {name: half_half_protocol(dice_table(maps, truths, thresholds), thresholds)["dice"]
+                            for name, thresholds in (("paper", VAE_THRESHOLDS), ("wide", WIDE_THRESHOLDS))}
+    plain, subtracted = (float(np.mean(list(scores[k].values()))) for k in (False, True))
+    keep = subtracted > plain
+    path = weights_path(kind)
+    record = torch.load(path, map_location="cpu", weights_only=False)
+    record.pop("healthy_residual", None)
+    if keep:
+        record["healthy_residual"] = residual.astype(np.float16)
+    record["healthy_residual_validation"] = {
+        "subjects": SPLITS["val"], "plain": scores[False], "subtracted": scores[True],
+        "criterion": "mean half/half Dice over paper and wide ranges", "kept": keep}
+    torch.save(record, path)
+    log(f"{kind}: validation Dice plain {scores[False]} -> minus healthy residual {scores[True]}; "
+        f"{'kept' if keep else 'not kept'} in {path}")
+    return record["healthy_residual_validation"]
