@@ -3,7 +3,8 @@
 ``anomaly_map`` is a generator (yields ``(done, total, message)``, returns an
 :class:`AnomalyResult`): the FLAIR is normalised inside its brain mask and resampled to
 the model grid, reconstructed by the VAE, and the map ``|x - x_hat| x eroded brain mask``
-is mapped back onto the input's voxel grid. It stops cleanly between batches when the
+(minus the healthy mean residual stored with the weights, if any) is mapped back onto
+the input's voxel grid. It stops cleanly between batches when the
 consumer stops iterating (a napari worker's ``quit``).
 
 ``threshold_labels`` / :class:`LabelUpdater`: threshold -> connected components under a
