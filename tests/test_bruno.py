@@ -64,8 +64,14 @@ def test_every_coupling_is_exactly_invertible(layer, channels, size):
     assert not torch.allclose(x, y)
 
 
-def test_pose_norm_and_squeeze_are_invertible():
-    layer = _perturb(PoseNorm(6, 8).double())
+@pytest.mark.parametrize("min_scale", [None, 0.3])
+def test_pose_norm_and_squeeze_are_invertible(min_scale):
+    layer = _perturb(PoseNorm(6, 8, min_scale).double())
+    if min_scale is not None:
+        layer.set_log_scale(torch.full((6, 1, 8, 8), -5.0, dtype=torch.float64))
+        assert (layer.effective_log_scale() >= math.log(min_scale)).all()
+        layer.set_log_scale(torch.full((6, 1, 8, 8), 0.5, dtype=torch.float64))
+        assert torch.allclose(layer.effective_log_scale(), torch.tensor(0.5, dtype=torch.float64), atol=1e-6)
     x = torch.randn(2, 1, 8, 8, dtype=torch.float64)
     poses = torch.tensor([1.0, 4.3], dtype=torch.float64)
     y, ld = layer(x, poses)

@@ -74,12 +74,11 @@ def _scores(generated: np.ndarray, real: np.ndarray) -> tuple[np.ndarray, np.nda
 def bruno_predictors(model: Bruno, n_samples: int, seed: int, device: torch.device,
                      label: str = "BRUNO") -> dict[str, Callable]:
     """Predictors (volume, contexts) -> generated volume for the BRUNO rows."""
-    cache: dict = {}
+    cache: dict = {}  # every method row of one model reuses one posterior per volume and context set
 
     def posterior_outputs(volume: np.ndarray, contexts: list[int]):
-        key = (id(volume), tuple(contexts))
+        key = (hash(volume.tobytes()), tuple(contexts))
         if key not in cache:
-            cache.clear()
             poses = torch.arange(model.n_poses, dtype=torch.float32, device=device)
             with torch.inference_mode():
                 posterior = model.posterior(

@@ -31,6 +31,7 @@ class FlowConfig:
     res_blocks: int = 2
     logit_alpha: float = 0.05
     pose_norm: bool = True  # learned per-pose mean/log-scale layer after the logit
+    pose_norm_min_scale: float | None = None  # floor of its scale (logit units); None = no floor
     initial_squeeze: bool = True  # squeeze to 4 x S/2 x S/2 first: 4x cheaper couplings
 
     def to_dict(self) -> dict:
@@ -177,10 +178,27 @@ class PoseNorm(nn.Module):
     work on the patient-specific residual. Fractional poses interpolate linearly.
     """
 
-    def __init__(self, n_poses: int, image_size: int):
+    def __init__(self, n_poses: int, image_size: int, min_scale: float | None = None):
         super().__init__()
         self.mean = nn.Parameter(torch.zeros(n_poses, 1, image_size, image_size))
         self.log_scale = nn.Parameter(torch.zeros(n_poses, 1, image_size, image_size))
+        # A floor keeps pixels that were always background in training from getting a
+        # near-zero scale, which would turn any tissue there into a huge latent outlier.
+        self.min_log_scale = None if min_scale is None else math.log(min_scale)
+
+    def effective_log_scale(self) -> torch.Tensor:
+        if self.min_log_scale is None:
+            return self.log_scale
+        return self.min_log_scale + F.softplus(self.log_scale - self.min_log_scale)
+
+    def set_log_scale(self, log_scale: torch.Tensor) -> None:
+        """Initialise so that :meth:`effective_log_scale` equals ``log_scale`` (above the floor)."""
+        with torch.no_grad():
+            if self.min_log_scale is None:
+                self.log_scale.copy_(log_scale)
+            else:
+                excess = (log_scale - self.min_log_scale).clamp(min=1e-3)
+                self.log_scale.copy_(self.min_log_scale + torch.log(torch.expm1(excess)))
 
     def _lookup(self, table: torch.Tensor, poses: torch.Tensor) -> torch.Tensor:
         low = poses.floor().clamp(0, table.shape[0] - 1)
@@ -189,12 +207,12 @@ class PoseNorm(nn.Module):
         return table[low.long()] * (1 - frac) + table[high.long()] * frac
 
     def forward(self, x, poses):
-        log_scale = self._lookup(self.log_scale, poses)
+        log_scale = self._lookup(self.effective_log_scale(), poses)
         y = (x - self._lookup(self.mean, poses)) * (-log_scale).exp()
         return y, -log_scale.flatten(1).sum(1)
 
     def inverse(self, y, poses):
-        log_scale = self._lookup(self.log_scale, poses)
+        log_scale = self._lookup(self.effective_log_scale(), poses)
         return y * log_scale.exp() + self._lookup(self.mean, poses), log_scale.flatten(1).sum(1)
 
 
@@ -209,7 +227,8 @@ class ConditionalRealNVP(nn.Module):
         super().__init__()
         self.config = config
         pose_size = pose_feature_size(config.n_poses, config.pose_encoding)
-        self.pose_norm = PoseNorm(config.n_poses, config.image_size) if config.pose_norm else None
+        self.pose_norm = (PoseNorm(config.n_poses, config.image_size, config.pose_norm_min_scale)
+                          if config.pose_norm else None)
         self.stages = nn.ModuleList()
         channels = 4 if config.initial_squeeze else 1
         size = config.image_size // 2 if config.initial_squeeze else config.image_size

@@ -59,7 +59,7 @@ def init_pose_norm(model: Bruno, volumes: list[np.ndarray]) -> None:
     std = logits.std(0).clamp(min=0.05)
     with torch.no_grad():
         model.flow.pose_norm.mean.copy_(mean.unsqueeze(1))
-        model.flow.pose_norm.log_scale.copy_(std.log().unsqueeze(1))
+    model.flow.pose_norm.set_log_scale(std.log().unsqueeze(1))
 
 
 def evenly_spaced(n_contexts: int, n_poses: int) -> list[int]:

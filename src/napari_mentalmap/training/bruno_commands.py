@@ -30,6 +30,8 @@ def add_bruno_parser(models: argparse._SubParsersAction) -> None:
     parser.add_argument("--res-blocks", type=int, default=2)
     parser.add_argument("--couplings", type=int, default=3, help="couplings per stage and kind")
     parser.add_argument("--scales", type=int, default=3)
+    parser.add_argument("--pose-norm-min-scale", type=float, default=None,
+                        help="floor of the per-pose scale in logit units (robustness to unusual anatomy)")
     parser.add_argument("--final-couplings", type=int, default=4, help="checkerboard couplings at the last scale")
     parser.add_argument("--poses", type=int, default=48)
     parser.add_argument("--size", type=int, default=64)
@@ -52,7 +54,7 @@ def run_train_bruno(args: argparse.Namespace) -> int:
 
     flow = FlowConfig(image_size=args.size, n_poses=args.poses, pose_encoding=args.pose_encoding,
                       n_scales=args.scales, couplings_per_stage=args.couplings, width=args.width,
-                      final_couplings=args.final_couplings,
+                      final_couplings=args.final_couplings, pose_norm_min_scale=args.pose_norm_min_scale,
                       res_blocks=args.res_blocks)
     bruno = BrunoConfig(flow=flow, process=args.process, student_t=not args.gaussian, kernel=args.kernel,
                         kernel_components=args.kernel_components,
