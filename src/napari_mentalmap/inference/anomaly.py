@@ -28,7 +28,6 @@ from ..device import pick_device
 from ..io.preprocess import (
     GridSpec,
     ModelGridVolume,
-    NoBrainError,
     brain_mask,
     resample_from_grid,
     to_model_grid,
@@ -158,12 +157,8 @@ def anomaly_map(
     if mask is None:
         mask = brain_mask(volume, spacing)
     mask = np.asarray(mask, dtype=bool)
-    if mask.shape != volume.shape:
-        raise ValueError(f"mask shape {mask.shape} differs from volume shape {volume.shape}")
-    if mask.sum() < 100:
-        raise NoBrainError("no brain found in the volume (brain mask under 100 voxels)")
     yield 1, 4, "resampling to the model grid"
-    grid = to_model_grid(volume, spacing, mask, model.grid)
+    grid = to_model_grid(volume, spacing, mask, model.grid)  # checks the mask's shape and size
     with torch.inference_mode():
         reconstruction = yield from _reconstruct(model.model, grid.image, target, batch_size)
     yield 3, 4, "mapping back to the input grid"
