@@ -53,10 +53,9 @@ def volume_of(layer) -> np.ndarray:
     return np.asarray(layer.data[0] if layer.multiscale else layer.data)
 
 
-def covered_range(volume: np.ndarray, spacing: tuple[float, float, float],
+def covered_range(mask: np.ndarray, spacing: tuple[float, float, float],
                   coverage: float = GridSpec().coverage) -> tuple[int, int]:
     """First and last axial slice inside the brain range the model covers (middle ``coverage``)."""
-    mask = auto_brain_mask(volume, spacing)
     return plan_grid(mask, spacing, GridSpec(coverage=coverage)).covered_slices()
 
 
@@ -79,6 +78,7 @@ class ContextSlicesWidget(QWidget):
         self.contexts_layer = None
         self._slices: list[int] = []
         self._range_cache: dict[int, tuple[int, int] | None] = {}
+        self._mask_cache: dict[int, np.ndarray] = {}
 
         self.list = QListWidget()
         self.list.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
@@ -177,10 +177,18 @@ class ContextSlicesWidget(QWidget):
         if key not in self._range_cache:
             spacing = tuple(float(s) for s in self.layer.scale[-3:])
             try:
-                self._range_cache[key] = covered_range(volume_of(self.layer), spacing)
+                mask = auto_brain_mask(volume_of(self.layer), spacing)
+                self._mask_cache = {key: mask}  # one layer at a time: the job reuses it
+                self._range_cache[key] = covered_range(mask, spacing)
             except NoBrainError:
                 self._range_cache[key] = None
         return self._range_cache[key]
+
+    def cached_brain_mask(self) -> np.ndarray | None:
+        """The brain mask computed for the current layer's range, if any (saves the job redoing it)."""
+        if self.layer is None:
+            return None
+        return self._mask_cache.get(id(self.layer.data))
 
     # --- actions ----------------------------------------------------------------------
     def current_slice(self) -> int | None:

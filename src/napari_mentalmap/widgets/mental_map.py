@@ -226,7 +226,7 @@ class MentalMapWidget(QWidget):
         job = prepared_job(hallucinate(
             volume, spacing, contexts, n_samples=n_samples, temperature=float(self.temperature.value()),
             seed=int(self.seed.value()), device=self.device_combo.currentText(), weights=self.weights(),
-            keep_contexts=keep,
+            keep_contexts=keep, mask=self.contexts.cached_brain_mask(),
         ), volume, keep)
         label = f"{kind} ({len(contexts)} contexts, {n_samples} samples)" if contexts else f"{kind} (no contexts: prior)"
         return self.runner.start(label, job, lambda result: self.show_result(result, layer, kind))
