@@ -24,7 +24,7 @@ import numpy as np
 from scipy import ndimage
 from skimage import filters
 
-from ..io.preprocess import NoBrainError, brain_mask
+from ..io.preprocess import NoBrainError, brain_mask, largest_component_filled
 
 SKULLSTRIP_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "skullstrip.pt"
 """The shipped weights of the learned brain extraction."""
@@ -80,15 +80,9 @@ def stripped_region_mask(volume: np.ndarray) -> np.ndarray:
     volume = np.nan_to_num(np.asarray(volume, dtype=np.float32))
     values, counts = np.unique(volume[::2, ::2, ::2], return_counts=True)
     foreground = volume != values[counts.argmax()]
-    labels, n_labels = ndimage.label(foreground)
-    if n_labels == 0:
+    if not foreground.any():
         raise NoBrainError("the volume is empty (all voxels equal): no brain to find")
-    sizes = np.bincount(labels.ravel())
-    sizes[0] = 0
-    mask = ndimage.binary_fill_holes(labels == sizes.argmax())
-    for index in range(mask.shape[0]):
-        mask[index] = ndimage.binary_fill_holes(mask[index])
-    return mask
+    return largest_component_filled(foreground)
 
 
 def auto_brain_mask(volume: np.ndarray, spacing=(1.0, 1.0, 1.0), device: str = "cpu") -> np.ndarray:

@@ -167,6 +167,20 @@ def brain_mask(
     return largest & head
 
 
+def largest_component_filled(mask: np.ndarray) -> np.ndarray:
+    """Largest 3-D connected component of ``mask``, holes filled in 3-D and per axial slice
+    (all False when ``mask`` is empty)."""
+    labels, n_labels = ndimage.label(mask)
+    if n_labels == 0:
+        return np.zeros(mask.shape, dtype=bool)
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    largest = ndimage.binary_fill_holes(labels == sizes.argmax())
+    for index in range(largest.shape[0]):
+        largest[index] = ndimage.binary_fill_holes(largest[index])
+    return largest
+
+
 def _fit_shape(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """Crop or zero-pad ``array`` to ``shape`` (corrects off-by-one sizes after zooming)."""
     out = np.zeros(shape, dtype=array.dtype)

@@ -23,6 +23,8 @@ from scipy import ndimage
 from skimage import filters
 from torch import nn
 
+from ..io.preprocess import largest_component_filled
+
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "skullstrip.pt"
 
 
@@ -179,15 +181,7 @@ class SkullStripUNet(nn.Module):
 
 def postprocess(mask: np.ndarray) -> np.ndarray:
     """Largest 3-D connected component, then hole filling (3-D and per axial slice)."""
-    labels, n_labels = ndimage.label(mask)
-    if n_labels == 0:
-        return np.zeros(mask.shape, dtype=bool)
-    sizes = np.bincount(labels.ravel())
-    sizes[0] = 0
-    largest = ndimage.binary_fill_holes(labels == sizes.argmax())
-    for index in range(largest.shape[0]):
-        largest[index] = ndimage.binary_fill_holes(largest[index])
-    return largest
+    return largest_component_filled(mask)
 
 
 def load_model(weights=None, device: str = "cpu") -> tuple[SkullStripUNet, SkullStripConfig]:
