@@ -208,6 +208,9 @@ def test_healthy_residual_is_subtracted(tmp_path) -> None:
     volume[3:17, 4:20, 4:20] = 1.0 + np.random.default_rng(0).random((14, 16, 16))
     plain = run_job(anomaly_map(volume, (1.0, 1.0, 1.0), model)).anomaly
     model.record["healthy_residual"] = residual
+    model.record["residual"] = "absolute"  # stored for another score: not applied
+    np.testing.assert_allclose(run_job(anomaly_map(volume, (1.0, 1.0, 1.0), model)).anomaly, plain)
+    model.record["residual"] = "positive"
     subtracted = run_job(anomaly_map(volume, (1.0, 1.0, 1.0), model)).anomaly
     assert (subtracted <= plain + 1e-6).all() and subtracted.sum() < plain.sum()
     off = run_job(anomaly_map(volume, (1.0, 1.0, 1.0), model, subtract_healthy=False)).anomaly
@@ -215,6 +218,45 @@ def test_healthy_residual_is_subtracted(tmp_path) -> None:
     model.record["healthy_residual"] = residual[:-1]
     with pytest.raises(WeightsError, match="healthy residual"):
         run_job(anomaly_map(volume, (1.0, 1.0, 1.0), model))
+
+def test_residual_scores_on_the_input_grid(tmp_path) -> None:
+    """The residual is taken at the input's resolution: a one-voxel hyperintensity stays one
+    voxel; the positive score keeps only what is brighter than the reconstruction."""
+    train = _synthetic_subjects(2)
+    config = UADTrainConfig(kind="dense2d", out_dir=str(tmp_path / "run"), epochs=1, batch_size=4,
+                            grid=TINY_GRID.to_dict(), model=tiny_config("dense2d").to_dict())
+    train_uad(config, subjects={"train": train, "val": []}, progress=False)
+    model = load_anomaly_model(export_weights(tmp_path / "run", tmp_path / "uad_dense2d.pt"))
+    volume = np.zeros((40, 48, 48), np.float32)
+    volume[4:36, 6:42, 6:42] = 1.0 + 0.1 * np.random.default_rng(0).random((32, 36, 36))
+    unfiltered = {"erosion_mm": 0, "median_size": 0}
+    without = run_job(anomaly_map(volume, (1.0, 1.0, 1.0), model, **unfiltered)).anomaly
+    volume[20, 24, 24] = 3.0  # far above the 99.5th percentile: 1 after normalisation
+    positive = run_job(anomaly_map(volume, (1.0, 1.0, 1.0), model, **unfiltered)).anomaly
+    absolute = run_job(anomaly_map(volume, (1.0, 1.0, 1.0), model, residual="absolute", **unfiltered)).anomaly
+    assert positive.shape == volume.shape
+    assert (positive <= absolute + 1e-6).all()
+    change = positive - without
+    assert change[20, 24, 24] > 0.1
+    change[20, 24, 24] = 0.0
+    assert np.abs(change).max() < 0.02  # the spike barely moves the (grid) reconstruction elsewhere
+    # the default median filter removes an isolated voxel (the paper's post-processing)
+    filtered = run_job(anomaly_map(volume, (1.0, 1.0, 1.0), model, erosion_mm=0)).anomaly
+    assert filtered[20, 24, 24] < positive[20, 24, 24] - 0.1
+    with pytest.raises(ValueError, match="unknown residual"):
+        run_job(anomaly_map(volume, (1.0, 1.0, 1.0), model, residual="squared"))
+
+
+def test_median_filter_over_the_box_matches_scipy() -> None:
+    from napari_mentalmap.inference.anomaly import median_filtered
+
+    anomaly = np.zeros((20, 30, 25), np.float32)
+    anomaly[4:15, 6:22, 3:20] = np.random.default_rng(1).random((11, 16, 17))
+    expected = ndimage.median_filter(anomaly, size=3, mode="constant", cval=0.0)
+    np.testing.assert_array_equal(median_filtered(anomaly, 3), expected)
+    np.testing.assert_array_equal(median_filtered(anomaly, 0), anomaly)
+    assert not median_filtered(np.zeros((4, 4, 4), np.float32), 3).any()
+
 
 def test_modality_warning_from_names() -> None:
     from napari_mentalmap.inference.anomaly import modality_warning

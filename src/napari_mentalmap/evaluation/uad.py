@@ -8,10 +8,15 @@ brain are often above 0.15: the same protocol is also run on a wider range
 (``WIDE_THRESHOLDS`` = 0.05 ... 0.75, 15 values) and reported as "dice (wide)". Post-processing
 as in the plugin: threshold -> components under 10 voxels removed. AUROC and AUPRC are
 voxel-wise inside the brain mask, per volume, averaged. Everything is computed on each
-volume's own (input) voxel grid against its ground truth.
+volume's own (input) voxel grid against its ground truth. Each VAE is scored twice: with
+the paper's ``|x - x_hat|`` and with the plugin's default ``max(x - x_hat, 0)`` (FLAIR
+lesions are hyperintense; a blurry reconstruction is also too bright in dark CSF next to
+the ventricles, which the absolute residual counts as anomalous).
 
-Baseline: the normalised FLAIR intensity itself (× the same eroded brain mask),
-thresholded the same way over 15 values in [0.5, 0.99].
+Baselines: the normalised FLAIR intensity itself (× the same eroded brain mask),
+thresholded the same way over 15 values in [0.5, 0.99]; normalised as the VAEs' input
+(percentiles), and with the brain's median mapped to 0.5 (stronger across scanners and
+lesion loads).
 """
 
 from __future__ import annotations
@@ -23,17 +28,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
 from ..inference.anomaly import (
+    DEFAULT_MEDIAN_SIZE,
     DEFAULT_MIN_SIZE,
     AnomalyModel,
     LabelUpdater,
     anomaly_map,
+    brain_erosion,
+    median_filtered,
     run_job,
 )
 from ..io.nifti import read_volume
-from ..io.preprocess import normalize_intensity
+from ..io.preprocess import intensity_range, normalize_intensity
 from ..training.data import SPLITS, brain_mask_for, resample_to_reference, subject_files
 from .metrics import dice
 
@@ -141,11 +148,17 @@ def half_half_protocol(dices: np.ndarray, thresholds: Sequence[float]) -> dict:
     return out
 
 
-def intensity_baseline(volume: TestVolume, erosion_mm: float = 3.0) -> np.ndarray:
-    """The normalised FLAIR intensity inside the eroded brain mask (the baseline's 'map')."""
-    normalised = normalize_intensity(volume.image, volume.mask)
-    iterations = max(1, int(round(erosion_mm / min(volume.spacing))))
-    return normalised * ndimage.binary_erosion(volume.mask, iterations=iterations)
+def intensity_baseline(volume: TestVolume, erosion_mm: float = 3.0, median_at: float | None = None,
+                       median_size: int = DEFAULT_MEDIAN_SIZE) -> np.ndarray:
+    """The normalised FLAIR intensity inside the eroded brain mask (the baseline's 'map').
+
+    Normalised as the VAEs' input (percentiles 0.5 / 99.5 -> 0 / 1), or with ``median_at``
+    so that the brain's median maps there (the 99.5th percentile moves with the lesion load);
+    median-filtered like the VAE maps.
+    """
+    value_range = intensity_range(volume.image, volume.mask, median_at=median_at)
+    normalised = normalize_intensity(volume.image, volume.mask, value_range=value_range)
+    return median_filtered(normalised * brain_erosion(volume.mask, volume.spacing, erosion_mm), median_size)
 
 
 def evaluate_maps(name: str, maps: dict[str, np.ndarray], volumes: dict[str, TestVolume],
@@ -192,20 +205,28 @@ def evaluate_all(models: dict[str, AnomalyModel], log: Callable[[str], None] = p
     subjects = sorted({s for group in TEST_SETS.values() for s in group})
     volumes = {s: load_test_volume(s) for s in subjects}
     rows: list[dict] = []
-    started = time.time()
-    baseline = {s: intensity_baseline(v) for s, v in volumes.items()}
-    rows += evaluate_maps("FLAIR intensity (baseline)", baseline, volumes, BASELINE_THRESHOLDS,
-                          (time.time() - started) / len(volumes))
+    for name, median_at in BASELINES.items():
+        started = time.time()
+        baseline = {s: intensity_baseline(v, median_at=median_at) for s, v in volumes.items()}
+        rows += evaluate_maps(name, baseline, volumes, BASELINE_THRESHOLDS, (time.time() - started) / len(volumes))
     thresholds: dict[str, float] = {}
     for kind, model in models.items():
-        started = time.time()
-        maps = {s: run_job(anomaly_map(v.image, v.spacing, model, mask=v.mask)).anomaly for s, v in volumes.items()}
-        seconds = (time.time() - started) / len(volumes)
-        log(f"{kind}: anomaly maps in {seconds:.2f} s per volume")
-        rows += evaluate_maps(kind, maps, volumes, VAE_THRESHOLDS, seconds, WIDE_THRESHOLDS)
-        thresholds[kind] = global_threshold(maps, volumes, WIDE_THRESHOLDS)
+        for residual, label in RESIDUAL_LABELS.items():
+            started = time.time()
+            maps = {s: run_job(anomaly_map(v.image, v.spacing, model, mask=v.mask, residual=residual)).anomaly
+                    for s, v in volumes.items()}
+            seconds = (time.time() - started) / len(volumes)
+            log(f"{kind} {label}: anomaly maps in {seconds:.2f} s per volume")
+            rows += evaluate_maps(f"{kind} {label}", maps, volumes, VAE_THRESHOLDS, seconds, WIDE_THRESHOLDS)
+            if residual == "positive":  # the plugin's score
+                thresholds[kind] = global_threshold(maps, volumes, WIDE_THRESHOLDS)
     return rows, thresholds
 
+
+BASELINES = {"FLAIR intensity (baseline)": None, "FLAIR intensity, median-normalised (baseline)": 0.5}
+"""Intensity baselines: name -> ``median_at`` of their normalisation (None = percentiles)."""
+RESIDUAL_LABELS = {"positive": "max(x − x̂, 0)", "absolute": "abs(x − x̂) (paper)"}
+"""Scores each VAE is evaluated with (``inference.anomaly.RESIDUALS``) and their table labels."""
 
 COLUMNS = ("method", "test set", "dice", "dice std", "dice A->B", "dice B->A", "threshold A->B",
            "threshold B->A", "dice (wide)", "dice (wide) std", "dice (wide) A->B", "dice (wide) B->A",

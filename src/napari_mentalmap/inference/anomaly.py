@@ -2,9 +2,10 @@
 
 ``anomaly_map`` is a generator (yields ``(done, total, message)``, returns an
 :class:`AnomalyResult`): the FLAIR is normalised inside its brain mask and resampled to
-the model grid, reconstructed by the VAE, and the map ``|x - x_hat| x eroded brain mask``
-(minus the healthy mean residual stored with the weights, if any) is mapped back onto
-the input's voxel grid. It stops cleanly between batches when the
+the model grid and reconstructed by the VAE; the reconstruction is mapped back onto the
+input's voxel grid and the map is the residual ``max(x - x_hat, 0)`` (hyperintensities,
+default) or ``|x - x_hat|`` (the paper's) x the eroded brain mask, minus the healthy mean
+residual stored with the weights, if any. It stops cleanly between batches when the
 consumer stops iterating (a napari worker's ``quit``).
 
 ``threshold_labels`` / :class:`LabelUpdater`: threshold -> connected components under a
@@ -36,6 +37,7 @@ from ..models.uad_vae import KINDS, UADVAE, VAEConfig
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 DEFAULT_MIN_SIZE = 10
+DEFAULT_MEDIAN_SIZE = 3
 Progress = tuple[int, int, str]
 
 
@@ -76,6 +78,11 @@ class AnomalyModel:
         stored with the weights when it helped on the validation subjects (else None)."""
         value = self.record.get("healthy_residual")
         return None if value is None else np.asarray(value, dtype=np.float32)
+
+    @property
+    def residual_kind(self) -> str:
+        """The score the stored healthy residual (and threshold) were computed for."""
+        return str(self.record.get("residual", "absolute"))
 
 
 def load_anomaly_model(kind_or_path: str | Path, device: str | torch.device = "cpu") -> AnomalyModel:
@@ -127,6 +134,29 @@ def _reconstruct(model: UADVAE, image: np.ndarray, device: torch.device,
     return torch.cat(parts)[:, 0].numpy()
 
 
+RESIDUALS: tuple[str, ...] = ("positive", "absolute")
+"""Anomaly scores: ``positive`` = ``max(x - x_hat, 0)`` (FLAIR lesions are hyperintense),
+``absolute`` = ``|x - x_hat|`` (the paper's)."""
+
+
+def brain_erosion(mask: np.ndarray, spacing: tuple[float, float, float], erosion_mm: float) -> np.ndarray:
+    """``mask`` eroded by about ``erosion_mm`` (whole voxels of the finest spacing; 0 = no erosion)."""
+    iterations = int(round(erosion_mm / min(spacing))) if erosion_mm > 0 else 0
+    return ndimage.binary_erosion(mask, iterations=iterations) if iterations else np.asarray(mask, bool)
+
+
+def median_filtered(anomaly: np.ndarray, size: int) -> np.ndarray:
+    """Median filter of ``size`` voxels per axis, computed only over the non-zero box."""
+    if size <= 1 or not anomaly.any():
+        return anomaly
+    box = ndimage.find_objects((anomaly > 0).astype(np.int8))[0]
+    pad = size // 2
+    box = tuple(slice(max(b.start - pad, 0), min(b.stop + pad, n)) for b, n in zip(box, anomaly.shape, strict=True))
+    out = np.zeros_like(anomaly)
+    out[box] = ndimage.median_filter(anomaly[box], size=size, mode="constant", cval=0.0)
+    return out
+
+
 def anomaly_map(
     volume: np.ndarray,
     spacing: tuple[float, float, float],
@@ -134,18 +164,28 @@ def anomaly_map(
     mask: np.ndarray | None = None,
     device: str | torch.device | None = None,
     batch_size: int = 16,
-    erosion: int = 1,
+    erosion_mm: float = 3.0,
+    residual: str = "positive",
     subtract_healthy: bool = True,
+    median_size: int = DEFAULT_MEDIAN_SIZE,
 ) -> Generator[Progress, None, AnomalyResult]:
-    """Anomaly map ``|x - x_hat| x eroded brain mask`` of a FLAIR, on the input grid.
+    """Anomaly map of a FLAIR on its own voxel grid: residual × eroded brain mask.
 
-    When the weights carry a healthy residual (``AnomalyModel.healthy_residual``) and
-    ``subtract_healthy`` is set, the map is ``max(|x - x_hat| - healthy residual, 0)``:
-    what the model always reconstructs blurrily (cortex, ventricle edges) is discounted.
-    ``mask`` is the brain mask (automatic when None). Raises ``NoBrainError`` for a
-    volume without a brain; a volume whose reconstruction error is far above the
-    validation FLAIRs' (e.g. a T1) still runs, with a warning in the result.
+    The volume is normalised inside the brain, resampled to the model grid and
+    reconstructed; the reconstruction is mapped back onto the input grid and compared
+    with the normalised input at full resolution (small lesions are not blurred away by
+    the model grid). ``residual`` picks the score (:data:`RESIDUALS`). When the weights
+    carry a healthy residual (``AnomalyModel.healthy_residual``, same score) and
+    ``subtract_healthy`` is set, that mean healthy residual is subtracted: what the model
+    always reconstructs blurrily (cortex, ventricle edges) is discounted. As in the paper,
+    a median filter (``median_size`` voxels wide, 0 = none) then removes isolated voxels
+    and thin ribbons (cortex) while keeping lesion-sized blobs. ``mask`` is the
+    brain mask (automatic when None). Raises ``NoBrainError`` for a volume without a
+    brain; a volume whose reconstruction error is far above the validation FLAIRs'
+    (e.g. a T1) still runs, with a warning in the result.
     """
+    if residual not in RESIDUALS:
+        raise ValueError(f"unknown residual {residual!r}; choose one of {', '.join(RESIDUALS)}")
     volume = np.asarray(volume, dtype=np.float32)
     if volume.ndim != 3:
         raise ValueError(f"expected a 3-D volume, got shape {volume.shape}")
@@ -161,19 +201,21 @@ def anomaly_map(
     grid = to_model_grid(volume, spacing, mask, model.grid)  # checks the mask's shape and size
     with torch.inference_mode():
         reconstruction = yield from _reconstruct(model.model, grid.image, target, batch_size)
-    yield 3, 4, "mapping back to the input grid"
-    eroded = ndimage.binary_erosion(grid.mask, iterations=erosion) if erosion else grid.mask
-    difference = np.abs(grid.image - reconstruction)
-    residual = model.healthy_residual if subtract_healthy else None
-    if residual is not None:
-        if residual.shape != difference.shape:
-            raise WeightsError(f"healthy residual shape {residual.shape} differs from the model grid "
-                               f"{difference.shape}")
-        difference = np.clip(difference - residual, 0.0, None)
-    difference = difference * eroded
-    anomaly = resample_from_grid(difference, grid.mapping, order=1, fill_value=0.0)
-    anomaly *= mask
+    yield 3, 4, "comparing on the input grid"
+    expected = resample_from_grid(reconstruction, grid.mapping, order=1, fill_value=np.nan)
+    anomaly = grid.normalised - expected
+    if residual == "absolute":
+        np.abs(anomaly, out=anomaly)
+    healthy = model.healthy_residual if subtract_healthy and model.residual_kind == residual else None
+    if healthy is not None:
+        if healthy.shape != grid.image.shape:
+            raise WeightsError(f"healthy residual shape {healthy.shape} differs from the model grid "
+                               f"{grid.image.shape}")
+        anomaly -= resample_from_grid(healthy, grid.mapping, order=1, fill_value=0.0)
+    anomaly = np.nan_to_num(anomaly, nan=0.0, copy=False)
     np.clip(anomaly, 0.0, None, out=anomaly)
+    anomaly *= brain_erosion(mask, spacing, erosion_mm)
+    anomaly = median_filtered(anomaly, median_size)
     notes = []
     reference = model.reference_error
     if reference:
@@ -185,7 +227,7 @@ def anomaly_map(
             )
             warnings.warn(notes[-1], stacklevel=2)
     yield 4, 4, "done"
-    return AnomalyResult(anomaly.astype(np.float32), mask, grid, reconstruction, notes)
+    return AnomalyResult(anomaly.astype(np.float32, copy=False), mask, grid, reconstruction, notes)
 
 
 def modality_warning(name: str) -> str | None:

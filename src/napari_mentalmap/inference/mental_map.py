@@ -25,7 +25,6 @@ from ..device import pick_device
 from ..io.preprocess import (
     GridMapping,
     GridSpec,
-    normalize_intensity,
     resample_from_grid,
     resample_to_grid,
     to_model_grid,
@@ -163,8 +162,7 @@ def hallucinate(
     mapping = prepared.mapping
     contexts = validate_context_slices(context_slices, mapping)
     lo, hi = prepared.intensity_range
-    normalised = normalize_intensity(volume, mask)
-    context_images = context_slice_images(normalised, mapping, contexts)
+    context_images = context_slice_images(prepared.normalised, mapping, contexts)
     context_poses = [mapping.slice_to_pose(i) for i in contexts]
 
     n_poses = spec.n_poses

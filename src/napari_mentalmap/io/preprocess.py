@@ -21,12 +21,17 @@ class GridSpec:
     The poses cover the middle ``coverage`` fraction of the brain's axial extent (the
     paper's "middle 75 % of the brain"); in-plane, a square field of view of the brain's
     largest in-plane extent plus ``margin`` on each side.
+
+    Intensities: the 0.5th percentile inside the brain maps to 0; then either the 99.5th
+    percentile maps to 1 (``median_at`` None) or the brain's median maps to ``median_at``
+    (robust to how many very bright voxels, e.g. lesions, a scan has), clipped to [0, 1].
     """
 
     n_poses: int = 48
     size: int = 64
     coverage: float = 0.75
     margin: float = 0.06
+    median_at: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -80,17 +85,19 @@ class NoBrainError(ValueError):
     """The volume holds no brain-like foreground (empty, constant or all masked)."""
 
 
-def normalize_intensity(
+def intensity_range(
     volume: np.ndarray,
     mask: np.ndarray | None = None,
     low: float = 0.5,
     high: float = 99.5,
-    clip: bool = True,
-) -> np.ndarray:
-    """Map the ``low``/``high`` percentiles of the intensities inside ``mask`` to 0 and 1.
+    median_at: float | None = None,
+) -> tuple[float, float]:
+    """The ``low``/``high`` percentiles of the intensities inside ``mask``.
 
-    Without a mask, the percentiles are taken over voxels above the volume's minimum
-    (the background of most scans). Voxels outside the mask are set to 0.
+    With ``median_at``, the upper value is instead chosen so that the median maps to
+    ``median_at`` when ``(low, upper)`` is mapped to (0, 1). Without a mask, the percentiles are taken over voxels above the volume's minimum
+    (the background of most scans). Raises ``NoBrainError`` when there is nothing to
+    normalise (almost no foreground, or a constant brain).
     """
     volume = np.asarray(volume, dtype=np.float32)
     if mask is None:
@@ -106,14 +113,38 @@ def normalize_intensity(
     # a subsample keeps percentiles of a 256^3 volume fast and their value within noise
     if foreground.size > 2_000_000:
         foreground = foreground[:: foreground.size // 1_000_000]
-    lo, hi = np.percentile(foreground, [low, high])
+    lo, hi, median = np.percentile(foreground, [low, high, 50.0])
     if hi - lo <= 1e-12 * max(1.0, abs(hi)):
         raise NoBrainError("the volume is constant inside the brain: nothing to normalise")
+    if median_at is not None:
+        if not 0.0 < median_at < 1.0:
+            raise ValueError(f"median_at must be in (0, 1), got {median_at}")
+        if median - lo <= 1e-12 * max(1.0, abs(median)):
+            raise NoBrainError("half of the brain is at the lowest intensity: nothing to normalise")
+        hi = lo + (median - lo) / median_at
+    return float(lo), float(hi)
+
+
+def normalize_intensity(
+    volume: np.ndarray,
+    mask: np.ndarray | None = None,
+    low: float = 0.5,
+    high: float = 99.5,
+    clip: bool = True,
+    value_range: tuple[float, float] | None = None,
+) -> np.ndarray:
+    """Map the ``low``/``high`` percentiles of the intensities inside ``mask`` to 0 and 1.
+
+    ``value_range`` gives those two intensities directly (see :func:`intensity_range`).
+    Voxels outside the mask are set to 0.
+    """
+    volume = np.asarray(volume, dtype=np.float32)
+    lo, hi = value_range if value_range is not None else intensity_range(volume, mask, low, high)
     out = (volume - np.float32(lo)) * np.float32(1.0 / (hi - lo))
     if clip:
         np.clip(out, 0.0, 1.0, out=out)
     if mask is not None:
-        out[~mask] = 0.0
+        out[~np.asarray(mask, dtype=bool)] = 0.0
     return out
 
 
@@ -297,6 +328,7 @@ class ModelGridVolume:
     mask: np.ndarray  # (poses, H, W) bool
     mapping: GridMapping
     intensity_range: tuple[float, float]  # input intensities mapped to 0 and 1
+    normalised: np.ndarray | None = None  # the input volume normalised the same way (input grid)
 
 
 def to_model_grid(
@@ -320,11 +352,10 @@ def to_model_grid(
         raise ValueError(f"mask shape {mask.shape} differs from volume shape {volume.shape}")
     if mask.sum() < 100:
         raise NoBrainError("the brain mask holds fewer than 100 voxels: no brain to model")
-    inside = volume[mask]
-    lo, hi = np.percentile(inside, [low, high])
-    normalised = normalize_intensity(volume, mask, low, high)
+    lo, hi = intensity_range(volume, mask, low, high, spec.median_at)
+    normalised = normalize_intensity(volume, mask, value_range=(lo, hi))
     mapping = plan_grid(mask, spacing, spec)
     image = resample_to_grid(normalised, mapping)
     grid_mask = resample_to_grid(mask.astype(np.float32), mapping) > 0.5
     image = np.clip(image, 0.0, 1.0) * grid_mask
-    return ModelGridVolume(image.astype(np.float32), grid_mask, mapping, (float(lo), float(hi)))
+    return ModelGridVolume(image.astype(np.float32), grid_mask, mapping, (lo, hi), normalised)

@@ -116,7 +116,8 @@ class SubjectGrid:
 
 def load_subject_grid(subject: str, modality: str = "t1", spec: GridSpec = DEFAULT_GRID) -> SubjectGrid:
     """Read, skull-strip, normalise and resample one subject; cached on disk."""
-    key = f"{subject}_{modality}_{spec.n_poses}x{spec.size}_c{spec.coverage:g}_m{spec.margin:g}.npz"
+    key = f"{subject}_{modality}_{spec.n_poses}x{spec.size}_c{spec.coverage:g}_m{spec.margin:g}"
+    key += ".npz" if spec.median_at is None else f"_md{spec.median_at:g}.npz"
     path = cache_dir() / key
     if path.exists():
         with np.load(path, allow_pickle=False) as cached:

@@ -50,6 +50,7 @@ class UADTrainConfig:
     lr: float = 1e-3
     kl_weight: float = 1.0
     flip: bool = True
+    augment: bool = False
     seed: int = 0
     num_threads: int | None = 1
     max_minutes: float | None = None
@@ -72,16 +73,40 @@ def healthy_weight(subject: SubjectGrid) -> np.ndarray:
     return (~lesions).astype(np.float32)
 
 
-class UADDataset(Dataset):
-    """(image, loss weight) pairs: whole volumes (3-D) or every axial slice (2-D)."""
+def random_shift(tensors: tuple[torch.Tensor, ...], max_shift: int,
+                 generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+    """Shift every tensor by the same random whole-voxel offset (zero fill), per spatial axis."""
+    ndim = tensors[0].ndim - 1
+    shifts = torch.randint(-max_shift, max_shift + 1, (ndim,), generator=generator).tolist()
+    out = []
+    for tensor in tensors:
+        shifted = torch.zeros_like(tensor)
+        source, target = [slice(None)], [slice(None)]
+        for shift, size in zip(shifts, tensor.shape[1:], strict=True):
+            source.append(slice(max(-shift, 0), size - max(shift, 0)))
+            target.append(slice(max(shift, 0), size - max(-shift, 0)))
+        shifted[tuple(target)] = tensor[tuple(source)]
+        out.append(shifted)
+    return tuple(out)
 
-    def __init__(self, subjects: list[SubjectGrid], ndim: int, flip: bool = False, seed: int = 0):
+
+class UADDataset(Dataset):
+    """(image, loss weight) pairs: whole volumes (3-D) or every axial slice (2-D).
+
+    ``augment`` adds a random shift of up to 3 voxels per axis and a random gamma
+    (``x ** g``, log-uniform in [0.7, 1.4]) of the in-brain intensities, so 17 training
+    volumes cover some of the position and contrast variation of other scanners.
+    """
+
+    def __init__(self, subjects: list[SubjectGrid], ndim: int, flip: bool = False, seed: int = 0,
+                 augment: bool = False):
         self.images = torch.from_numpy(np.stack([s.image for s in subjects]).astype(np.float32))
         self.weights = torch.from_numpy(np.stack([healthy_weight(s) for s in subjects]))
         if ndim == 2:
             self.images = self.images.flatten(0, 1)
             self.weights = self.weights.flatten(0, 1)
         self.flip = flip
+        self.augment = augment
         self.generator = torch.Generator().manual_seed(seed)
 
     def __len__(self) -> int:
@@ -91,6 +116,10 @@ class UADDataset(Dataset):
         image, weight = self.images[index][None], self.weights[index][None]
         if self.flip and torch.rand(1, generator=self.generator) < 0.5:
             image, weight = image.flip(-1), weight.flip(-1)
+        if self.augment:
+            image, weight = random_shift((image, weight), 3, self.generator)
+            gamma = float(torch.exp((torch.rand(1, generator=self.generator) * 2 - 1) * np.log(1.4)))
+            image = image.clamp(min=0.0) ** gamma
         return image, weight
 
 
@@ -149,7 +178,8 @@ def train_uad(config: UADTrainConfig, resume: bool = True, subjects: dict | None
         state.update(record["train_state"])
         fabric.print(f"resumed from {last_path} at epoch {state['epoch']}")
     model, optimizer = fabric.setup(model, optimizer)
-    dataset = UADDataset(subjects["train"], vae_config.ndim, flip=config.flip, seed=config.seed + state["epoch"])
+    dataset = UADDataset(subjects["train"], vae_config.ndim, flip=config.flip, seed=config.seed + state["epoch"],
+                         augment=config.augment)
     loader = fabric.setup_dataloaders(DataLoader(dataset, batch_size=config.batch_size, shuffle=True,
                                                  drop_last=len(dataset) > config.batch_size))
 
@@ -229,8 +259,10 @@ def export_weights(run_dir: str | Path, path: str | Path, extra: dict | None = N
     return path
 
 
-def healthy_residual(model: UADVAE, subjects: list[SubjectGrid], erosion: int = 1) -> np.ndarray:
-    """Voxel-wise mean ``|x - x_hat|`` over healthy FLAIRs on the model grid (float32).
+def healthy_residual(model: UADVAE, subjects: list[SubjectGrid], erosion: int = 1,
+                     residual: str = "positive") -> np.ndarray:
+    """Voxel-wise mean residual (``max(x - x_hat, 0)`` or ``|x - x_hat|``, see
+    ``inference.anomaly.RESIDUALS``) over healthy FLAIRs on the model grid (float32).
 
     Averaged over each subject's eroded brain mask with its automatic lesions left out
     (``healthy_weight``); 0 where no subject has brain.
@@ -244,12 +276,14 @@ def healthy_residual(model: UADVAE, subjects: list[SubjectGrid], erosion: int = 
         for subject in subjects:
             reconstruction = run_job(_reconstruct(model, subject.image, device, 16))
             weight = ndimage.binary_erosion(subject.mask, iterations=erosion) * healthy_weight(subject)
-            total += np.abs(subject.image - reconstruction) * weight
+            difference = subject.image - reconstruction
+            difference = np.abs(difference) if residual == "absolute" else np.clip(difference, 0.0, None)
+            total += difference * weight
             count += weight
     return (total / np.maximum(count, 1.0)).astype(np.float32)
 
 
-def validate_healthy_residual(kind: str, log=print) -> dict:
+def validate_healthy_residual(kind: str, log=print, residual_kind: str = "positive") -> dict:
     """Compute the healthy residual of the shipped ``kind`` on the training FLAIRs and keep it
     in the weights only if it raises the validation Dice (Subj18-20 vs ``wml_auto``).
 
@@ -266,13 +300,14 @@ def validate_healthy_residual(kind: str, log=print) -> dict:
     from ..inference.anomaly import anomaly_map, load_anomaly_model, run_job, weights_path
 
     model = load_anomaly_model(kind, "cpu")
-    residual = healthy_residual(model.model, load_split("train", "flair", model.grid))
+    residual = healthy_residual(model.model, load_split("train", "flair", model.grid), residual=residual_kind)
     model.record["healthy_residual"] = residual
+    model.record["residual"] = residual_kind
     volumes = [load_test_volume(subject) for subject in SPLITS["val"]]
     scores = {}
     for subtract in (False, True):
-        maps = [run_job(anomaly_map(v.image, v.spacing, model, mask=v.mask, subtract_healthy=subtract)).anomaly
-                for v in volumes]
+        maps = [run_job(anomaly_map(v.image, v.spacing, model, mask=v.mask, residual=residual_kind,
+                                    subtract_healthy=subtract)).anomaly for v in volumes]
         truths = [v.truth for v in volumes]
         scores[subtract] = {name: half_half_protocol(dice_table(maps, truths, thresholds), thresholds)["dice"]
                             for name, thresholds in (("paper", VAE_THRESHOLDS), ("wide", WIDE_THRESHOLDS))}
@@ -281,10 +316,11 @@ def validate_healthy_residual(kind: str, log=print) -> dict:
     path = weights_path(kind)
     record = torch.load(path, map_location="cpu", weights_only=False)
     record.pop("healthy_residual", None)
+    record["residual"] = residual_kind
     if keep:
         record["healthy_residual"] = residual.astype(np.float16)
     record["healthy_residual_validation"] = {
-        "subjects": SPLITS["val"], "plain": scores[False], "subtracted": scores[True],
+        "subjects": SPLITS["val"], "residual": residual_kind, "plain": scores[False], "subtracted": scores[True],
         "criterion": "mean half/half Dice over paper and wide ranges", "kept": keep}
     torch.save(record, path)
     log(f"{kind}: validation Dice plain {scores[False]} -> minus healthy residual {scores[True]}; "

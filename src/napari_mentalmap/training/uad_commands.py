@@ -14,14 +14,26 @@ WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 
 def run_train_uad(args: argparse.Namespace) -> int:
     """Train (resumable), then write ``weights/uad_<kind>.pt`` unless ``--no-export``."""
+    from ..io.preprocess import GridSpec
+    from ..models.uad_vae import VAEConfig, default_config
     from .uad import UADTrainConfig, export_weights, train_uad
 
     config = UADTrainConfig(
         kind=args.kind, out_dir=args.out_dir or f"runs/uad_{args.kind}", epochs=args.epochs,
         period=args.period, batch_size=args.batch_size or (4 if args.kind.endswith("3d") else 32),
-        lr=args.lr, kl_weight=args.kl_weight, seed=args.seed, num_threads=args.threads,
+        lr=args.lr, kl_weight=args.kl_weight, augment=args.augment, seed=args.seed, num_threads=args.threads,
         max_minutes=args.max_minutes,
     )
+    if args.median_at is not None:
+        config.grid = {**config.grid, "median_at": args.median_at}
+    if args.latent_dim or args.channels:
+        spec = GridSpec(**config.grid)
+        model = default_config(args.kind, spec.n_poses, spec.size).to_dict()
+        if args.latent_dim:
+            model["latent_dim" if args.kind.startswith("dense") else "latent_channels"] = args.latent_dim
+        if args.channels:
+            model["channels"] = args.channels
+        config.model = VAEConfig.from_dict(model).to_dict()
     command = "mentalmap " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if args.command_line is None \
         else args.command_line
     summary = train_uad(config, resume=args.resume, command=command)
@@ -41,6 +53,14 @@ def add_uad_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
     parser.add_argument("--batch-size", type=int, default=None, help="default: 4 volumes (3-D), 32 slices (2-D)")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--kl-weight", type=float, default=1.0)
+    parser.add_argument("--augment", action="store_true",
+                        help="random shifts (up to 3 voxels) and gamma (0.7-1.4) of the training volumes")
+    parser.add_argument("--latent-dim", type=int, default=None,
+                        help="latent size (dense) or latent channels (spatial); default per kind")
+    parser.add_argument("--channels", type=int, nargs=4, default=None, help="the 4 encoder widths")
+    parser.add_argument("--median-at", type=float, default=None,
+                        help="normalise so that the brain's median intensity maps to this value "
+                             "(default: the 99.5th percentile maps to 1)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--max-minutes", type=float, default=None, help="stop (resumable) after this long")

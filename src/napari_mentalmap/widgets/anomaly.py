@@ -1,4 +1,4 @@
-"""Anomaly maps dock widget: a VAE's |x - x_hat| over a FLAIR, thresholded live into labels."""
+"""Anomaly maps dock widget: a VAE's residual over a FLAIR, thresholded live into labels."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from superqt import QLabeledDoubleSlider
 from ..device import available_devices
 from ..inference.anomaly import (
     DEFAULT_MIN_SIZE,
+    RESIDUALS,
     AnomalyResult,
     LabelUpdater,
     anomaly_map,
@@ -39,11 +40,19 @@ if TYPE_CHECKING:
 NO_TRUTH = "(none)"
 
 
-def anomaly_job(data: np.ndarray, spacing: tuple[float, float, float], weights: Path, device: str):
-    """Load the model and run the anomaly-map generator (what the worker thread runs)."""
+RESIDUAL_NAMES = {"positive": "hyperintense: max(x − x̂, 0)", "absolute": "absolute: |x − x̂| (paper)"}
+
+
+def anomaly_job(data: np.ndarray, spacing: tuple[float, float, float], weights: Path, device: str,
+                residual: str = "positive"):
+    """Load the model and run the anomaly-map generator (what the worker thread runs).
+
+    Returns the result and the stored automatic threshold (None when it was chosen for
+    another score than ``residual``).
+    """
     model = load_anomaly_model(weights, device)
-    result = yield from anomaly_map(data, spacing, model)
-    return result, model.threshold
+    result = yield from anomaly_map(data, spacing, model, residual=residual)
+    return result, model.threshold if model.residual_kind == residual else None
 
 
 class AnomalyWidget(QWidget):
@@ -66,6 +75,9 @@ class AnomalyWidget(QWidget):
         self.model_combo = QComboBox()
         self.model_combo.addItems(list(KINDS))
         self.model_combo.setCurrentText("dense3d")
+        self.residual_combo = QComboBox()
+        for residual in RESIDUALS:
+            self.residual_combo.addItem(RESIDUAL_NAMES[residual], residual)
         self.device_combo = QComboBox()
         self.device_combo.addItems(["auto", *available_devices()])
         self.compute_button = QPushButton("Compute anomaly map")
@@ -91,6 +103,7 @@ class AnomalyWidget(QWidget):
         form = QFormLayout()
         form.addRow("FLAIR", self.layer_combo)
         form.addRow("model", self.model_combo)
+        form.addRow("score", self.residual_combo)
         form.addRow("device", self.device_combo)
         buttons = QHBoxLayout()
         buttons.addWidget(self.compute_button)
@@ -169,7 +182,7 @@ class AnomalyWidget(QWidget):
             show_warning(self.modality_note)
         self.source_layer = layer
         self.worker = create_worker(anomaly_job, data, spacing, self.weights[kind], self.device_combo.currentText(),
-                                    _ignore_errors=True)
+                                    self.residual_combo.currentData(), _ignore_errors=True)
         self.worker.yielded.connect(self._on_progress)
         self.worker.returned.connect(self._on_returned)
         self.worker.errored.connect(self._on_error)
