@@ -50,7 +50,6 @@ class UADTrainConfig:
     lr: float = 1e-3
     kl_weight: float = 1.0
     flip: bool = True
-    augment: bool = False
     seed: int = 0
     num_threads: int | None = 1
     max_minutes: float | None = None
@@ -73,40 +72,16 @@ def healthy_weight(subject: SubjectGrid) -> np.ndarray:
     return (~lesions).astype(np.float32)
 
 
-def random_shift(tensors: tuple[torch.Tensor, ...], max_shift: int,
-                 generator: torch.Generator) -> tuple[torch.Tensor, ...]:
-    """Shift every tensor by the same random whole-voxel offset (zero fill), per spatial axis."""
-    ndim = tensors[0].ndim - 1
-    shifts = torch.randint(-max_shift, max_shift + 1, (ndim,), generator=generator).tolist()
-    out = []
-    for tensor in tensors:
-        shifted = torch.zeros_like(tensor)
-        source, target = [slice(None)], [slice(None)]
-        for shift, size in zip(shifts, tensor.shape[1:], strict=True):
-            source.append(slice(max(-shift, 0), size - max(shift, 0)))
-            target.append(slice(max(shift, 0), size - max(-shift, 0)))
-        shifted[tuple(target)] = tensor[tuple(source)]
-        out.append(shifted)
-    return tuple(out)
-
-
 class UADDataset(Dataset):
-    """(image, loss weight) pairs: whole volumes (3-D) or every axial slice (2-D).
+    """(image, loss weight) pairs: whole volumes (3-D) or every axial slice (2-D)."""
 
-    ``augment`` adds a random shift of up to 3 voxels per axis and a random gamma
-    (``x ** g``, log-uniform in [0.7, 1.4]) of the in-brain intensities, so 17 training
-    volumes cover some of the position and contrast variation of other scanners.
-    """
-
-    def __init__(self, subjects: list[SubjectGrid], ndim: int, flip: bool = False, seed: int = 0,
-                 augment: bool = False):
+    def __init__(self, subjects: list[SubjectGrid], ndim: int, flip: bool = False, seed: int = 0):
         self.images = torch.from_numpy(np.stack([s.image for s in subjects]).astype(np.float32))
         self.weights = torch.from_numpy(np.stack([healthy_weight(s) for s in subjects]))
         if ndim == 2:
             self.images = self.images.flatten(0, 1)
             self.weights = self.weights.flatten(0, 1)
         self.flip = flip
-        self.augment = augment
         self.generator = torch.Generator().manual_seed(seed)
 
     def __len__(self) -> int:
@@ -116,10 +91,6 @@ class UADDataset(Dataset):
         image, weight = self.images[index][None], self.weights[index][None]
         if self.flip and torch.rand(1, generator=self.generator) < 0.5:
             image, weight = image.flip(-1), weight.flip(-1)
-        if self.augment:
-            image, weight = random_shift((image, weight), 3, self.generator)
-            gamma = float(torch.exp((torch.rand(1, generator=self.generator) * 2 - 1) * np.log(1.4)))
-            image = image.clamp(min=0.0) ** gamma
         return image, weight
 
 
@@ -178,8 +149,7 @@ def train_uad(config: UADTrainConfig, resume: bool = True, subjects: dict | None
         state.update(record["train_state"])
         fabric.print(f"resumed from {last_path} at epoch {state['epoch']}")
     model, optimizer = fabric.setup(model, optimizer)
-    dataset = UADDataset(subjects["train"], vae_config.ndim, flip=config.flip, seed=config.seed + state["epoch"],
-                         augment=config.augment)
+    dataset = UADDataset(subjects["train"], vae_config.ndim, flip=config.flip, seed=config.seed + state["epoch"])
     loader = fabric.setup_dataloaders(DataLoader(dataset, batch_size=config.batch_size, shuffle=True,
                                                  drop_last=len(dataset) > config.batch_size))
 

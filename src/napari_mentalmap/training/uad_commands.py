@@ -21,7 +21,7 @@ def run_train_uad(args: argparse.Namespace) -> int:
     config = UADTrainConfig(
         kind=args.kind, out_dir=args.out_dir or f"runs/uad_{args.kind}", epochs=args.epochs,
         period=args.period, batch_size=args.batch_size or (4 if args.kind.endswith("3d") else 32),
-        lr=args.lr, kl_weight=args.kl_weight, augment=args.augment, seed=args.seed, num_threads=args.threads,
+        lr=args.lr, kl_weight=args.kl_weight, seed=args.seed, num_threads=args.threads,
         max_minutes=args.max_minutes,
     )
     if args.median_at is not None:
@@ -53,8 +53,6 @@ def add_uad_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
     parser.add_argument("--batch-size", type=int, default=None, help="default: 4 volumes (3-D), 32 slices (2-D)")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--kl-weight", type=float, default=1.0)
-    parser.add_argument("--augment", action="store_true",
-                        help="random shifts (up to 3 voxels) and gamma (0.7-1.4) of the training volumes")
     parser.add_argument("--latent-dim", type=int, default=None,
                         help="latent size (dense) or latent channels (spatial); default per kind")
     parser.add_argument("--channels", type=int, nargs=4, default=None, help="the 4 encoder widths")
