@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Generator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -202,19 +202,28 @@ def anomaly_map(
     with torch.inference_mode():
         reconstruction = yield from _reconstruct(model.model, grid.image, target, batch_size)
     yield 3, 4, "comparing on the input grid"
-    expected = resample_from_grid(reconstruction, grid.mapping, order=1, fill_value=np.nan)
-    anomaly = grid.normalised - expected
-    if residual == "absolute":
-        np.abs(anomaly, out=anomaly)
     healthy = model.healthy_residual if subtract_healthy and model.residual_kind == residual else None
-    if healthy is not None:
-        if healthy.shape != grid.image.shape:
-            raise WeightsError(f"healthy residual shape {healthy.shape} differs from the model grid "
-                               f"{grid.image.shape}")
-        anomaly -= resample_from_grid(healthy, grid.mapping, order=1, fill_value=0.0)
-    anomaly = np.nan_to_num(anomaly, nan=0.0, copy=False)
-    np.clip(anomaly, 0.0, None, out=anomaly)
-    anomaly *= brain_erosion(mask, spacing, erosion_mm)
+    if healthy is not None and healthy.shape != grid.image.shape:
+        raise WeightsError(f"healthy residual shape {healthy.shape} differs from the model grid {grid.image.shape}")
+    eroded = brain_erosion(mask, spacing, erosion_mm)
+    anomaly = np.zeros(volume.shape, np.float32)
+    found = ndimage.find_objects(eroded.astype(np.int8))
+    if found:  # only the eroded brain's bounding box can be non-zero
+        box = found[0]
+        box_mapping = replace(grid.mapping, input_shape=tuple(b.stop - b.start for b in box),
+                              start=tuple(s - b.start for s, b in zip(grid.mapping.start, box, strict=True)))
+        if residual == "positive":
+            # max(max(x - x_hat, 0) - r, 0) = max(x - (x_hat + r), 0) for r >= 0: one resampling
+            expected = reconstruction if healthy is None else reconstruction + healthy
+            difference = grid.normalised[box] - resample_from_grid(expected, box_mapping, order=1, fill_value=np.nan)
+        else:
+            difference = np.abs(grid.normalised[box]
+                                - resample_from_grid(reconstruction, box_mapping, order=1, fill_value=np.nan))
+            if healthy is not None:
+                difference -= resample_from_grid(healthy, box_mapping, order=1, fill_value=0.0)
+        difference = np.nan_to_num(difference, nan=0.0, copy=False)
+        np.clip(difference, 0.0, None, out=difference)
+        anomaly[box] = difference * eroded[box]
     anomaly = median_filtered(anomaly, median_size)
     notes = []
     reference = model.reference_error
