@@ -15,13 +15,13 @@ def tiny_weights(tmp_path_factory):
     config = UADTrainConfig(kind="dense3d", out_dir=str(folder / "run"), epochs=1, batch_size=2,
                             grid=TINY_GRID.to_dict(), model=tiny_config("dense3d").to_dict())
     train_uad(config, subjects={"train": _synthetic_subjects(2), "val": []}, progress=False)
-    return export_weights(folder / "run", folder / "uad_dense3d.pt", {"threshold": 0.05})
+    return export_weights(folder / "run", folder / "uad_dense3d.pt", {"threshold": 0.05, "residual": "positive"})
 
 
 def _volume() -> np.ndarray:
     volume = np.zeros((20, 24, 24), np.float32)
     volume[3:17, 4:20, 4:20] = 100.0 + 5 * np.random.default_rng(0).random((14, 16, 16))
-    volume[9:12, 10:13, 10:13] = 300.0  # a bright "lesion"
+    volume[7:13, 8:14, 8:14] = 300.0  # a bright "lesion"
     return volume
 
 
@@ -31,7 +31,7 @@ def test_widget_compute_slider_dice(make_napari_viewer, qtbot, tiny_weights) -> 
     viewer = make_napari_viewer()
     flair = viewer.add_image(_volume(), name="FLAIR", scale=(2.0, 1.5, 1.5), translate=(10, 20, 30))
     truth = np.zeros((20, 24, 24), np.uint8)
-    truth[9:12, 10:13, 10:13] = 1
+    truth[7:13, 8:14, 8:14] = 1
     viewer.add_labels(truth, name="truth", scale=(2.0, 1.5, 1.5), translate=(10, 20, 30))
     widget = AnomalyWidget(viewer)
     widget.weights["dense3d"] = tiny_weights
@@ -54,7 +54,7 @@ def test_widget_compute_slider_dice(make_napari_viewer, qtbot, tiny_weights) -> 
     # slider: a threshold above the map's maximum clears the labels, a low one fills them
     widget.threshold_slider.setValue(widget.threshold_slider.maximum())
     assert labels.data.max() == 0
-    low = float(np.percentile(image.data[image.data > 0], 50))
+    low = float(np.percentile(image.data[image.data > 0], 5))
     widget.threshold_slider.setValue(low)
     assert labels.data.max() > 0
     expected = (image.data > widget.threshold_slider.value()).sum()
@@ -77,6 +77,17 @@ def test_widget_compute_slider_dice(make_napari_viewer, qtbot, tiny_weights) -> 
     viewer.add_labels(np.zeros((5, 5, 5), np.uint8), name="wrong shape")
     widget.truth_combo.setCurrentText("wrong shape")
     assert "differs" in widget.dice_label.text()
+
+    # the paper's |x - x_hat| score: a map at least as large everywhere; the stored
+    # threshold was chosen for the other score, so Auto is off; layers are replaced, not added
+    positive = image.data.copy()
+    n_layers = len(viewer.layers)
+    widget.residual_combo.setCurrentIndex(widget.residual_combo.findData("absolute"))
+    widget.compute()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=30_000)
+    assert len(viewer.layers) == n_layers
+    assert (widget.image_layer.data >= positive - 1e-6).all() and widget.image_layer.data.sum() > positive.sum()
+    assert not widget.auto_button.isEnabled()
 
 
 def test_widget_bad_inputs(make_napari_viewer, qtbot, tiny_weights) -> None:
