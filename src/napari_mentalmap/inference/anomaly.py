@@ -303,10 +303,15 @@ class LabelUpdater:
         self.anomaly = np.ascontiguousarray(anomaly, dtype=np.float32)
         self.profiles = [self.anomaly.max(axis=tuple(a for a in range(self.anomaly.ndim) if a != axis))
                          for axis in range(self.anomaly.ndim)]
-        self.labels = np.zeros(self.anomaly.shape, dtype=np.int32)
+        self.labels = np.empty(self.anomaly.shape, dtype=np.int32)
+        self.labels.fill(0)  # touches every page now (np.zeros would defer that to the first update)
         self._box: tuple[slice, ...] | None = None
         self._above = np.empty(0, bool)  # flat work buffers, grown on demand and reused
         self._work = np.empty(0, np.int32)
+        widest = self.box(0.0)
+        if widest is not None:  # allocate and touch them now, not on the slider's first move
+            size = int(np.prod([s.stop - s.start for s in widest]))
+            self._above, self._work = np.ones(size, bool), np.ones(size, np.int32)
         self.n_components = 0
         self.n_labelled = 0
 
