@@ -225,7 +225,7 @@ def evaluate_all(models: dict[str, AnomalyModel], log: Callable[[str], None] = p
 
 BASELINES = {"FLAIR intensity (baseline)": None, "FLAIR intensity, median-normalised (baseline)": 0.5}
 """Intensity baselines: name -> ``median_at`` of their normalisation (None = percentiles)."""
-RESIDUAL_LABELS = {"positive": "max(x − x̂, 0)", "absolute": "abs(x − x̂) (paper)"}
+RESIDUAL_LABELS = {"positive": "max(x − x̂ − r̄, 0)", "absolute": "abs(x − x̂) (paper)"}
 """Scores each VAE is evaluated with (``inference.anomaly.RESIDUALS``) and their table labels."""
 
 COLUMNS = ("method", "test set", "dice", "dice std", "dice A->B", "dice B->A", "threshold A->B",
@@ -272,7 +272,7 @@ def write_results(rows: list[dict], out_dir: str | Path) -> dict[str, Path]:
         writer.writerows(rows)
     methods = list(dict.fromkeys(r["method"] for r in rows))
     sets = list(dict.fromkeys(r["test set"] for r in rows))
-    figure, axes = plt.subplots(1, 2, figsize=(12, 4))
+    figure, axes = plt.subplots(1, 2, figsize=(12, 5))
     width = 0.8 / len(methods)
     for metric, axis in zip(("dice (wide)", "AUPRC"), axes, strict=True):
         for i, method in enumerate(methods):
@@ -282,9 +282,10 @@ def write_results(rows: list[dict], out_dir: str | Path) -> dict[str, Path]:
         axis.set_xticklabels([s.replace(" (", "\n(") for s in sets], fontsize=7)
         axis.set_ylabel(metric)
         axis.set_ylim(0, 1)
-    axes[0].legend(fontsize=7)
+    handles, labels = axes[0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="lower center", ncol=4, fontsize=7, frameon=False)
     figure.suptitle("Lesion detection: Dice (half/half threshold protocol) and voxel-wise AUPRC")
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, 0.14, 1, 1))
     figure.savefig(paths["png"], dpi=100)
     plt.close(figure)
     return paths
