@@ -341,3 +341,28 @@ def test_label_updater_equals_reference_on_a_random_map() -> None:
             assert updater.n_labelled == np.count_nonzero(expected)
             truth_index = np.flatnonzero(anomaly > np.median(anomaly))
             assert updater.overlap(truth_index) == np.count_nonzero(expected.ravel()[truth_index])
+
+
+def test_train_uad_command_architecture_and_normalisation_flags(monkeypatch, tmp_path) -> None:
+    """``--latent-dim``, ``--channels`` and ``--median-at`` reach the stored training config."""
+    from napari_mentalmap import cli
+    from napari_mentalmap.training import uad as uad_training
+
+    seen = {}
+
+    def fake_train(config, resume, command):
+        seen["config"], seen["command"] = config, command
+        return {"epoch": 0, "train_seconds": 0.0}
+
+    monkeypatch.setattr(uad_training, "train_uad", fake_train)
+    assert cli.main(["train", "uad", "--kind", "dense2d", "--latent-dim", "32", "--channels", "4", "8", "8", "16",
+                     "--median-at", "0.5", "--out-dir", str(tmp_path / "run"), "--no-export"]) == 0
+    config = seen["config"]
+    assert config.model["latent_dim"] == 32 and config.model["channels"] == [4, 8, 8, 16]
+    assert config.grid["median_at"] == 0.5 and GridSpec(**config.grid).median_at == 0.5
+    assert VAEConfig.from_dict(config.model).kind == "dense2d"
+    assert cli.main(["train", "uad", "--kind", "spatial3d", "--latent-dim", "3", "--out-dir", str(tmp_path / "s"),
+                     "--no-export"]) == 0
+    spatial = seen["config"]
+    assert spatial.model["latent_channels"] == 3 and spatial.model["latent_dim"] == 256  # dense size untouched
+    assert spatial.grid.get("median_at") is None
