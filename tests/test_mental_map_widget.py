@@ -38,13 +38,14 @@ def errors(monkeypatch) -> list[str]:
 
 
 @pytest.fixture
-def widget(make_napari_viewer, tiny_weights) -> MentalMapWidget:
+def widget(make_napari_viewer, qtbot, tiny_weights) -> MentalMapWidget:
     viewer = make_napari_viewer()
     viewer.open(str(SAMPLE_T1), plugin="napari-mentalmap", name="T1")
     widget = MentalMapWidget(viewer)
     widget.weights_edit.setText(str(tiny_weights))
     widget.device_combo.setCurrentText("cpu")
     widget.n_samples.setValue(3)
+    qtbot.waitUntil(lambda: not widget.contexts.range_pending, timeout=TIMEOUT_MS)  # brain mask in a worker
     return widget
 
 
@@ -198,12 +199,44 @@ def test_layer_change_remaps_contexts(widget: MentalMapWidget) -> None:
     assert widget.contexts.slices == [10, 20]
 
 
-def test_demo_preselects_contexts(make_napari_viewer) -> None:
+def test_brain_mask_is_found_without_freezing_the_viewer(make_napari_viewer, qtbot, monkeypatch) -> None:
+    """A slow brain mask (a T1 with skull takes seconds) runs in a worker: binding the layer
+    returns at once, the requested evenly spaced slices and the demo job start when it is done."""
+    import threading
+    import time
+
+    from napari_mentalmap.widgets import context_slices
+
+    release = threading.Event()
+    real_mask = context_slices.auto_brain_mask
+
+    def slow_mask(volume, spacing):
+        release.wait(10)
+        return real_mask(volume, spacing)
+
+    monkeypatch.setattr(context_slices, "auto_brain_mask", slow_mask)
+    viewer = make_napari_viewer()
+    viewer.open(str(SAMPLE_T1), plugin="napari-mentalmap", name="T1")
+    started = time.perf_counter()
+    widget = MentalMapWidget(viewer)
+    assert time.perf_counter() - started < 5  # not blocked by the (held) brain mask
+    contexts = widget.contexts
+    assert contexts.range_pending and widget.busy and contexts.model_range() is None
+    assert "finding" in contexts.info.text()
+    assert contexts.evenly_spaced(4) == []  # deferred until the range is known
+    release.set()
+    qtbot.waitUntil(lambda: len(contexts.slices) == 4, timeout=TIMEOUT_MS)
+    first, last = contexts.model_range()
+    assert contexts.slices[0] == first and contexts.slices[-1] == last
+    assert not contexts.range_pending and contexts.cached_brain_mask() is not None
+
+
+def test_demo_preselects_contexts(make_napari_viewer, qtbot) -> None:
     viewer = cli.setup_demo_viewer(make_napari_viewer())
     docked = [w for w in viewer.window.dock_widgets.values() if isinstance(w, MentalMapWidget)]
     assert len(docked) == 1
     widget = docked[0]
-    assert len(widget.contexts.slices) == 5
+    qtbot.waitUntil(lambda: len(widget.contexts.slices) == 5, timeout=TIMEOUT_MS)
     assert "sample T1 contexts" in viewer.layers
     assert not cli.demo_widgets_busy(viewer)
 

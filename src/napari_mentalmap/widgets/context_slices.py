@@ -4,10 +4,16 @@ Add the slice under the current axial position, remove the selected ones, clear,
 N evenly spaced slices over the range the model covers, or type indices. The chosen
 slices are listed and shown in a "<name> contexts" layer that holds only those slices
 (zero elsewhere, additive), so the sparse input is visible in 2-D and 3-D.
+
+The range the model covers needs the layer's brain mask, which for a T1 with skull
+takes seconds (learned brain extraction): it is computed in a worker thread when a
+layer is bound, and whatever needs it (evenly spaced slices, the demo) waits for it
+through :meth:`ContextSlicesWidget.when_range_ready` instead of freezing the viewer.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -59,6 +65,16 @@ def covered_range(mask: np.ndarray, spacing: tuple[float, float, float],
     return plan_grid(mask, spacing, GridSpec(coverage=coverage)).covered_slices()
 
 
+def brain_range(volume: np.ndarray, spacing: tuple[float, float, float]
+                ) -> tuple[np.ndarray | None, tuple[int, int] | None]:
+    """Brain mask and the axial range the model covers (None, None when there is no brain)."""
+    try:
+        mask = auto_brain_mask(volume, spacing)
+        return mask, covered_range(mask, spacing)
+    except NoBrainError:
+        return None, None
+
+
 def same_layer(a, b) -> bool:
     """Whether two layer references are the same layer (plugin widgets get fresh proxies per access)."""
     if a is None or b is None:
@@ -79,6 +95,8 @@ class ContextSlicesWidget(QWidget):
         self._slices: list[int] = []
         self._range_cache: dict[int, tuple[int, int] | None] = {}
         self._mask_cache: dict[int, np.ndarray] = {}
+        self._range_workers: dict[int, object] = {}  # layer-data id -> worker computing its range
+        self._waiting: list[tuple[int, Callable[[], object]]] = []  # (layer-data id, callback)
 
         self.list = QListWidget()
         self.list.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
@@ -170,19 +188,68 @@ class ContextSlicesWidget(QWidget):
         return f"{self.layer.name!r} is not a 3-D greyscale volume (shape {tuple(self.layer.data.shape)})"
 
     def model_range(self) -> tuple[int, int] | None:
-        """Axial slices the model covers on this layer (middle 75 % of the brain), cached."""
+        """Axial slices the model covers on this layer (middle 75 % of the brain), cached.
+
+        None when the layer has no brain, and while the range is being computed in a worker
+        thread (started here if needed; see :attr:`range_pending`).
+        """
         if not self.n_axial:
             return None
         key = id(self.layer.data)
         if key not in self._range_cache:
-            spacing = tuple(float(s) for s in self.layer.scale[-3:])
-            try:
-                mask = auto_brain_mask(volume_of(self.layer), spacing)
-                self._mask_cache = {key: mask}  # one layer at a time: the job reuses it
-                self._range_cache[key] = covered_range(mask, spacing)
-            except NoBrainError:
-                self._range_cache[key] = None
+            self._start_range(key)
+            return None
         return self._range_cache[key]
+
+    @property
+    def range_pending(self) -> bool:
+        """True while the current layer's brain mask and model range are being computed."""
+        return self.layer is not None and id(self.layer.data) in self._range_workers
+
+    def when_range_ready(self, callback: Callable[[], object]) -> None:
+        """Call ``callback`` once the current layer's model range is known (now if it is)."""
+        if not self.n_axial or id(self.layer.data) in self._range_cache:
+            callback()
+            return
+        self._waiting.append((id(self.layer.data), callback))
+        self.model_range()
+
+    def _start_range(self, key: int) -> None:
+        if key in self._range_workers:
+            return
+        from napari.qt.threading import create_worker
+
+        spacing = tuple(float(s) for s in self.layer.scale[-3:])
+        worker = create_worker(brain_range, volume_of(self.layer), spacing, _ignore_errors=True)
+        worker.returned.connect(lambda result, key=key: self._range_ready(key, result))
+        worker.errored.connect(lambda error, key=key: self._range_failed(key, error))
+        self._range_workers[key] = worker
+        self.info.setText(f"finding the brain in {self.layer.name} to show the model's range …")
+        worker.start()
+
+    def _range_ready(self, key: int, result: tuple[np.ndarray | None, tuple[int, int] | None]) -> None:
+        mask, covered = result
+        self._range_cache[key] = covered
+        if mask is not None:
+            self._mask_cache = {key: mask}  # one layer at a time: the job reuses it
+        self._range_finished(key)
+
+    def _range_failed(self, key: int, error: Exception) -> None:
+        from ._worker import report_error
+
+        self._range_cache[key] = None
+        report_error(f"Context slices: could not find the brain ({error})")
+        self._range_finished(key)
+
+    def _range_finished(self, key: int) -> None:
+        self._range_workers.pop(key, None)
+        ready = [callback for waiting_key, callback in self._waiting if waiting_key == key]
+        self._waiting = [(k, callback) for k, callback in self._waiting if k != key]
+        if self.layer is None or id(self.layer.data) != key:  # the user moved on: drop its requests
+            return
+        self._refresh()
+        for callback in ready:
+            callback()
 
     def cached_brain_mask(self) -> np.ndarray | None:
         """The brain mask computed for the current layer's range, if any (saves the job redoing it)."""
@@ -226,10 +293,17 @@ class ContextSlicesWidget(QWidget):
         self._refresh()
 
     def evenly_spaced(self, n: int | None = None) -> list[int]:
-        """Choose ``n`` (default: the spin box) slices evenly spread over the model's range."""
+        """Choose ``n`` (default: the spin box) slices evenly spread over the model's range.
+
+        While that range is still being computed, the choice is made when it is known
+        (and the returned list is empty).
+        """
         n = int(self.n_spin.value() if n is None else n)
         if not self.n_axial:
             self.info.setText(self._why_unusable())
+            return []
+        if id(self.layer.data) not in self._range_cache:
+            self.when_range_ready(lambda: self.evenly_spaced(n))
             return []
         first, last = self.model_range() or (0, self.n_axial - 1)
         if n == 1:
@@ -264,7 +338,8 @@ class ContextSlicesWidget(QWidget):
             self.info.setText(self._why_unusable())
         else:
             covered = self.model_range()
-            extent = f"; model covers {covered[0]}..{covered[1]}" if covered else ""
+            extent = (f"; model covers {covered[0]}..{covered[1]}" if covered
+                      else "; finding the model's range …" if self.range_pending else "")
             self.info.setText(f"{len(self._slices)} context slices of {self.layer.name} "
                               f"(0..{self.n_axial - 1}{extent})"
                               + ("" if self._slices else " — none: running gives the prior"))

@@ -165,8 +165,9 @@ class MentalMapWidget(QWidget):
     # --- layers -----------------------------------------------------------------------
     @property
     def busy(self) -> bool:
-        """True while a job runs (the demo waits for it before its screenshot)."""
-        return self.runner.busy
+        """True while a job runs or the contexts wait for the brain mask (the demo waits for both
+        before its screenshot)."""
+        return self.runner.busy or self.contexts.range_pending
 
     def input_layers(self) -> list:
         """Image layers the user can work on (not this plugin's result layers)."""
@@ -240,11 +241,15 @@ class MentalMapWidget(QWidget):
         """Stop the running job at its next batch."""
         self.runner.cancel()
 
-    def run_demo(self):
-        """Demo: the mean and uncertainty of the sample from 5 evenly spaced contexts."""
-        if not self.contexts.slices:
-            self.contexts.evenly_spaced(DEMO_CONTEXTS)
-        return self.run("mean")
+    def run_demo(self) -> None:
+        """Demo: the mean and uncertainty of the sample from 5 evenly spaced contexts (started
+        once the model's range on the sample is known)."""
+        def start() -> None:
+            if not self.contexts.slices:
+                self.contexts.evenly_spaced(DEMO_CONTEXTS)
+            self.run("mean")
+
+        self.contexts.when_range_ready(start)
 
     def prepare_demo(self) -> None:
         """Demo: preselect 5 evenly spaced context slices."""
