@@ -1,6 +1,8 @@
-"""Brain-extraction evaluation: Dice vs. NiChart parcellation > 0 on the test split for
-the classic threshold mask, the learned mask and ``auto_brain_mask``; open_ms patient07
-(stripped) vs. its non-zero region; a PNG of IXI axial slices with the mask contours.
+"""Brain-extraction evaluation: Dice vs. NiChart parcellation > 0 on the test split (T1,
+and FLAIR with the parcellation resampled onto its grid, except Subj23 whose FLAIR is not
+aligned with its T1) for the classic threshold mask,
+the learned mask and ``auto_brain_mask``; open_ms patient07 (stripped) vs. its non-zero
+region; a PNG of IXI axial slices with the mask contours. Prints a Markdown table.
 
     .venv/bin/python benchmarks/skullstrip_eval.py [out_dir]
 """
@@ -23,7 +25,12 @@ from napari_mentalmap.inference.brain import auto_brain_mask, stripped_shell_fra
 from napari_mentalmap.io.nifti import read_volume  # noqa: E402
 from napari_mentalmap.io.preprocess import brain_mask  # noqa: E402
 from napari_mentalmap.models.skullstrip import background_value, learned_brain_mask  # noqa: E402
-from napari_mentalmap.training.data import SPLITS, subject_files  # noqa: E402
+from napari_mentalmap.training.data import (  # noqa: E402
+    FLAIR_MISREGISTERED,
+    SPLITS,
+    brain_mask_for,
+    subject_files,
+)
 
 
 def dice(a, b) -> float:
@@ -55,6 +62,20 @@ def main(out_dir: str = "runs/skullstrip_eval") -> dict:
         print(subject, json.dumps(row), flush=True)
     for name in ("classic", "learned", "learned_flip_average", "auto", "stripped_input_learned", "stripped_input_auto"):
         results[f"mean_{name}"] = float(np.mean([r[name] for r in results["nichart_test"].values()]))
+    results["nichart_test_flair"] = {}
+    for subject in SPLITS["test"]:
+        if subject in FLAIR_MISREGISTERED:  # no reference mask on its FLAIR grid
+            continue
+        volume = read_volume(subject_files(subject, "flair")["image"])
+        truth = brain_mask_for(subject, volume, "flair")
+        row = {"classic": dice(brain_mask(volume.data, volume.spacing), truth),
+               "learned": dice(learned_brain_mask(volume.data, volume.spacing), truth),
+               "auto": dice(auto_brain_mask(volume.data, volume.spacing), truth),
+               "stripped_input_auto": dice(auto_brain_mask(volume.data * truth, volume.spacing), truth)}
+        results["nichart_test_flair"][subject] = row
+        print(subject, "FLAIR", json.dumps(row), flush=True)
+    for name in ("classic", "learned", "auto", "stripped_input_auto"):
+        results[f"mean_flair_{name}"] = float(np.mean([r[name] for r in results["nichart_test_flair"].values()]))
 
     ms = read_volume(subject_files("patient07")["image"])
     nonzero = ms.data != background_value(ms.data)
@@ -101,6 +122,11 @@ def main(out_dir: str = "runs/skullstrip_eval") -> dict:
         plt.close(figure)
     print("ixi", json.dumps(results["ixi"]))
     (out / "results.json").write_text(json.dumps(results, indent=2))
+    print("\n| Subj21-23, Dice vs parcellation > 0 | classic mask | learned | auto | auto on the stripped volume |")
+    print("|---|---|---|---|---|")
+    for label, prefix in (("T1 with skull", "mean_"), ("FLAIR with skull", "mean_flair_")):
+        print(f"| {label} | " + " | ".join(f"{results[prefix + name]:.3f}" for name in
+                                            ("classic", "learned", "auto", "stripped_input_auto")) + " |")
     return results
 
 

@@ -116,3 +116,28 @@ def test_fallback_warns_without_weights(monkeypatch, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         brain.auto_brain_mask(_synthetic(stripped=True), (2.0, 2.0, 2.0))
+
+
+def test_flair_brain_masks_and_misregistered_subjects(nichart_test_subject):
+    """An aligned FLAIR gets the parcellation; a misregistered one (Subj23) its own learned
+    mask, which is far from the shifted parcellation; brain-extraction training skips it."""
+    from napari_mentalmap.io.nifti import read_volume
+    from napari_mentalmap.training.data import FLAIR_MISREGISTERED, brain_mask_for, subject_files
+    from napari_mentalmap.training.skullstrip import load_brain, with_reference
+
+    if not brain.SKULLSTRIP_WEIGHTS.exists():
+        pytest.skip("shipped skull-strip weights missing")
+    aligned = read_volume(subject_files("Subj21", "flair")["image"])
+    parcellation = brain_mask_for("Subj21", aligned, "t1")
+    np.testing.assert_array_equal(brain_mask_for("Subj21", aligned, "flair"), parcellation)
+    assert _dice(brain.auto_brain_mask(aligned.data, aligned.spacing), parcellation) > 0.85
+
+    assert "Subj23" in FLAIR_MISREGISTERED
+    shifted = read_volume(subject_files("Subj23", "flair")["image"])
+    own = brain_mask_for("Subj23", shifted, "flair")
+    assert own.shape == shifted.data.shape and own.any()
+    assert _dice(own, brain_mask_for("Subj23", shifted, "t1")) < 0.8
+    assert with_reference(["Subj21", "Subj23"], ("t1", "flair")) == [
+        ("Subj21", "t1"), ("Subj21", "flair"), ("Subj23", "t1")]
+    with pytest.raises(ValueError, match="not aligned"):
+        load_brain("Subj23", "flair")

@@ -69,7 +69,7 @@ def load_test_volume(subject: str) -> TestVolume:
     """FLAIR, brain mask and lesion ground truth of a test subject (input grid)."""
     files = subject_files(subject, "flair")
     volume = read_volume(files["image"])
-    mask = brain_mask_for(subject, volume)
+    mask = brain_mask_for(subject, volume, "flair")
     truth = resample_to_reference(read_volume(files["lesions"], as_labels=True), volume, order=0) > 0
     return TestVolume(subject, volume.data.astype(np.float32), tuple(volume.spacing), mask, truth)
 

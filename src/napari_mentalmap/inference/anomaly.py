@@ -29,11 +29,11 @@ from ..device import pick_device
 from ..io.preprocess import (
     GridSpec,
     ModelGridVolume,
-    brain_mask,
     resample_from_grid,
     to_model_grid,
 )
 from ..models.uad_vae import KINDS, UADVAE, VAEConfig
+from .brain import auto_brain_mask
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 DEFAULT_MIN_SIZE = 10
@@ -180,7 +180,8 @@ def anomaly_map(
     always reconstructs blurrily (cortex, ventricle edges) is discounted. As in the paper,
     a median filter (``median_size`` voxels wide, 0 = none) then removes isolated voxels
     and thin ribbons (cortex) while keeping lesion-sized blobs. ``mask`` is the
-    brain mask (automatic when None). Raises ``NoBrainError`` for a volume without a
+    brain mask (when None: the non-zero region of a skull-stripped scan, else the learned
+    brain extraction, trained on T1 and FLAIR). Raises ``NoBrainError`` for a volume without a
     brain; a volume whose reconstruction error is far above the validation FLAIRs'
     (e.g. a T1) still runs, with a warning in the result.
     """
@@ -195,7 +196,7 @@ def anomaly_map(
     target = next(model.model.parameters()).device
     yield 0, 4, "brain mask"
     if mask is None:
-        mask = brain_mask(volume, spacing)
+        mask = auto_brain_mask(volume, spacing, device=target.type)
     mask = np.asarray(mask, dtype=bool)
     yield 1, 4, "resampling to the model grid"
     grid = to_model_grid(volume, spacing, mask, model.grid)  # checks the mask's shape and size

@@ -29,6 +29,13 @@ SPLITS: dict[str, list[str]] = {
 """Fixed splits: slice models train on Subj1-17, validate on 18-20, test on 21-23;
 ``ixi`` is the other-site T1 test; ``open_ms`` the manual-lesion test (patient07 is shipped)."""
 
+FLAIR_MISREGISTERED: tuple[str, ...] = ("Subj15", "Subj20", "Subj23")
+"""NiChart subjects whose FLAIR is not aligned with the T1 parcellation in world space (the
+parcellation resampled onto the FLAIR grid is shifted by several slices: found by the brain
+extraction's Dice on the FLAIR, 0.63-0.71 vs 0.73-0.96 elsewhere, and checked by eye).
+Their FLAIR brain mask is the learned brain extraction instead, and the brain-extraction
+training leaves their FLAIR out."""
+
 _REPO = Path(__file__).resolve().parents[3]
 
 
@@ -86,14 +93,15 @@ def resample_to_reference(source: Volume, reference: Volume, order: int = 0) -> 
     )
 
 
-def brain_mask_for(subject: str, volume: Volume) -> np.ndarray:
-    """Brain mask on ``volume``'s grid: the parcellation > 0 where the data set has one.
+def brain_mask_for(subject: str, volume: Volume, modality: str = "t1") -> np.ndarray:
+    """Brain mask on ``volume``'s grid: the parcellation > 0 where the data set has one
+    (and, for a FLAIR, is aligned with it: see :data:`FLAIR_MISREGISTERED`).
 
-    Otherwise the automatic mask (learned brain extraction for T1 with skull, e.g. IXI);
-    the open_ms volumes are skull-stripped, so their non-zero region is the brain.
+    Otherwise the automatic mask (learned brain extraction for volumes with skull, e.g.
+    IXI); the open_ms volumes are skull-stripped, so their non-zero region is the brain.
     """
     files = subject_files(subject)
-    if "mask_source" in files:
+    if "mask_source" in files and not (modality == "flair" and subject in FLAIR_MISREGISTERED):
         parcellation = read_volume(files["mask_source"], as_labels=True)
         return resample_to_reference(parcellation, volume, order=0) > 0
     if subject.startswith("patient"):
@@ -117,7 +125,8 @@ class SubjectGrid:
 def load_subject_grid(subject: str, modality: str = "t1", spec: GridSpec = DEFAULT_GRID) -> SubjectGrid:
     """Read, skull-strip, normalise and resample one subject; cached on disk."""
     key = f"{subject}_{modality}_{spec.n_poses}x{spec.size}_c{spec.coverage:g}_m{spec.margin:g}"
-    key += ".npz" if spec.median_at is None else f"_md{spec.median_at:g}.npz"
+    key += "" if spec.median_at is None else f"_md{spec.median_at:g}"
+    key += "_ownmask.npz" if modality == "flair" and subject in FLAIR_MISREGISTERED else ".npz"
     path = cache_dir() / key
     if path.exists():
         with np.load(path, allow_pickle=False) as cached:
@@ -131,7 +140,7 @@ def load_subject_grid(subject: str, modality: str = "t1", spec: GridSpec = DEFAU
             return SubjectGrid(subject, cached["image"], cached["mask"], mapping, lesions)
     files = subject_files(subject, modality)
     volume = read_volume(files["image"])
-    mask = brain_mask_for(subject, volume)
+    mask = brain_mask_for(subject, volume, modality)
     grid: ModelGridVolume = to_model_grid(volume.data, volume.spacing, mask, spec)
     lesions = None
     if "lesions" in files:

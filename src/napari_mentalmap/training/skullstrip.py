@@ -1,7 +1,8 @@
 """Train the learned brain extraction (:mod:`napari_mentalmap.models.skullstrip`).
 
-Inputs are the NiChart T1 volumes *with* skull of the fixed ``train`` split; the target
-is the brain = DLMUSE parcellation > 0 (same grid as the T1). With probability
+Inputs are the NiChart volumes *with* skull of the fixed ``train`` split, T1 and (with
+``modalities``) FLAIR; the target is the brain = DLMUSE parcellation > 0 (on the T1 grid,
+resampled onto the FLAIR grid for the FLAIR). With probability
 ``stripped_prob`` a training slice comes from the skull-stripped version of the volume
 (T1 x brain mask, preprocessed on its own), so stripped inputs map to their non-zero
 region. Augmentation: intensity scale and gamma, left-right flips and a small random
@@ -32,7 +33,12 @@ from ..models.skullstrip import (
     predict_grid,
     slice_stack,
 )
-from .data import SPLITS, subject_files
+from .data import FLAIR_MISREGISTERED, SPLITS, brain_mask_for, subject_files
+
+
+def with_reference(subjects: list[str], modalities) -> list[tuple[str, str]]:
+    """(subject, modality) pairs that have a reference brain mask (not a misregistered FLAIR)."""
+    return [(s, m) for s in subjects for m in modalities if not (m == "flair" and s in FLAIR_MISREGISTERED)]
 
 
 @dataclass
@@ -46,6 +52,7 @@ class SkullStripTrainConfig:
     seed: int = 0
     num_threads: int = 1
     max_minutes: float = 11.0
+    modalities: tuple[str, ...] = ("t1",)
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -54,10 +61,14 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     return float(2 * (a & b).sum() / total) if total else 1.0
 
 
-def load_brain(subject: str) -> tuple[np.ndarray, tuple, np.ndarray]:
-    """A NiChart subject's T1 (with skull), spacing and brain mask (parcellation > 0)."""
-    files = subject_files(subject, "t1")
+def load_brain(subject: str, modality: str = "t1") -> tuple[np.ndarray, tuple, np.ndarray]:
+    """A NiChart subject's T1 or FLAIR (with skull), spacing and brain mask (parcellation > 0)."""
+    files = subject_files(subject, modality)
     volume = read_volume(files["image"])
+    if modality != "t1":  # the parcellation lives on the T1 grid
+        if subject in FLAIR_MISREGISTERED:
+            raise ValueError(f"{subject}'s FLAIR is not aligned with its parcellation: no reference mask")
+        return volume.data.astype(np.float32), tuple(volume.spacing), brain_mask_for(subject, volume, modality)
     labels = read_volume(files["mask_source"]).data
     if labels.shape != volume.data.shape:
         raise ValueError(f"{subject}: parcellation shape {labels.shape} != T1 shape {volume.data.shape}")
@@ -131,12 +142,13 @@ def grid_dice(model: SkullStripUNet, grids: dict) -> dict:
     return scores
 
 
-def evaluate(model, subjects: list[str], config: SkullStripConfig, cache: dict | None = None) -> dict:
-    """Whole-volume Dice vs. parcellation > 0, on the raw T1 and on its stripped version."""
+def evaluate(model, subjects: list[str], config: SkullStripConfig, cache: dict | None = None,
+             modality: str = "t1") -> dict:
+    """Whole-volume Dice vs. parcellation > 0, on the raw volume and on its stripped version."""
     model.eval()
     scores = {}
     for subject in subjects:
-        volume, spacing, brain = cache[subject] if cache and subject in cache else load_brain(subject)
+        volume, spacing, brain = cache[subject] if cache and subject in cache else load_brain(subject, modality)
         scores[subject] = {
             "skull": dice(volume_mask(model, volume, spacing, config), brain),
             "stripped": dice(volume_mask(model, volume * brain, spacing, config), brain),
@@ -155,8 +167,8 @@ def train_skullstrip(config: SkullStripTrainConfig, model_config: SkullStripConf
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     raw_x, raw_y, strip_x, strip_y = [], [], [], []
-    for subject in SPLITS["train"]:
-        volume, spacing, brain = load_brain(subject)
+    for subject, modality in with_reference(SPLITS["train"], config.modalities):
+        volume, spacing, brain = load_brain(subject, modality)
         x, y = grid_pairs(volume, spacing, brain, model_config)
         raw_x.append(x)
         raw_y.append(y)
@@ -166,9 +178,9 @@ def train_skullstrip(config: SkullStripTrainConfig, model_config: SkullStripConf
     raw = (torch.from_numpy(np.concatenate(raw_x)), torch.from_numpy(np.concatenate(raw_y)))
     stripped = (torch.from_numpy(np.concatenate(strip_x)), torch.from_numpy(np.concatenate(strip_y)))
     val_grids = {}
-    for subject in SPLITS["val"]:
-        volume, spacing, brain = load_brain(subject)
-        val_grids[subject] = {"skull": grid_pairs(volume, spacing, brain, model_config, keep_all=True),
+    for subject, modality in with_reference(SPLITS["val"], config.modalities):
+        volume, spacing, brain = load_brain(subject, modality)
+        val_grids[f"{subject} {modality}"] = {"skull": grid_pairs(volume, spacing, brain, model_config, keep_all=True),
                               "stripped": grid_pairs(volume * brain, spacing, brain, model_config, keep_all=True)}
     prep_seconds = time.time() - started
     print(f"data: {len(raw[0])} skull slices, {len(stripped[0])} stripped slices ({prep_seconds:.0f} s)", flush=True)
@@ -219,17 +231,24 @@ def train_skullstrip(config: SkullStripTrainConfig, model_config: SkullStripConf
 
 
 def export_weights(out_dir: str | Path, path: str | Path, test_subjects: list[str] | None = None) -> Path:
-    """Best checkpoint + summary + test Dice (``test`` split) -> the shipped weights file."""
+    """Best checkpoint + summary + test Dice (``test`` split, every trained modality) -> the
+    shipped weights file."""
     out_dir = Path(out_dir)
     summary = json.loads((out_dir / "summary.json").read_text())
     checkpoint = torch.load(out_dir / "best.pt", map_location="cpu", weights_only=False)
     model_config = SkullStripConfig(**checkpoint["config"])
     model = SkullStripUNet(base=model_config.base, depth=model_config.depth)
     model.load_state_dict(checkpoint["model"])
-    test = evaluate(model, test_subjects or SPLITS["test"], model_config)
+    modalities = summary["train_config"].get("modalities", ["t1"])
+    test = {f"{subject} {modality}": evaluate(model, [subject], model_config, modality=modality)[subject]
+            for subject, modality in with_reference(test_subjects or SPLITS["test"], modalities)}
     metrics = {"val": summary["val"], "test": test,
                "test_mean_skull": float(np.mean([v["skull"] for v in test.values()])),
                "test_mean_stripped": float(np.mean([v["stripped"] for v in test.values()]))}
+    for modality in modalities:
+        per_modality = [v for k, v in test.items() if k.endswith(f" {modality}")]
+        metrics[f"test_mean_skull_{modality}"] = float(np.mean([v["skull"] for v in per_modality]))
+        metrics[f"test_mean_stripped_{modality}"] = float(np.mean([v["stripped"] for v in per_modality]))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({

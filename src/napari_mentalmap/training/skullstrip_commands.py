@@ -17,7 +17,7 @@ def run_train_skullstrip(args: argparse.Namespace) -> int:
     config = SkullStripTrainConfig(
         out_dir=args.out_dir, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
         stripped_prob=args.stripped_prob, eval_every=args.eval_every, seed=args.seed,
-        num_threads=args.threads, max_minutes=args.max_minutes,
+        num_threads=args.threads, max_minutes=args.max_minutes, modalities=tuple(args.modalities),
     )
     command = "mentalmap " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if args.command_line is None \
         else args.command_line
@@ -43,6 +43,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--stripped-prob", type=float, default=0.3, help="share of skull-stripped inputs")
     parser.add_argument("--eval-every", type=int, default=100, help="validation period (steps)")
+    parser.add_argument("--modalities", nargs="+", choices=("t1", "flair"), default=["t1"],
+                        help="NiChart contrasts to train on (each with skull and stripped)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--max-minutes", type=float, default=11.0, help="stop training after this long")
