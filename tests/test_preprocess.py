@@ -69,3 +69,24 @@ def test_constant_brain_is_rejected() -> None:
         intensity_range(volume, mask)
     with pytest.raises(NoBrainError):
         intensity_range(volume, mask, median_at=0.5)
+
+
+def test_fill_holes_matches_scipy() -> None:
+    from scipy import ndimage
+
+    from napari_mentalmap.io.preprocess import fill_holes, largest_component_filled
+
+    rng = np.random.default_rng(0)
+    grid = np.indices((24, 30, 28)).astype(float)
+    shell = np.abs(np.sqrt(((grid - np.array([12, 15, 14])[:, None, None, None]) ** 2).sum(0)) - 8) < 1.5
+    masks = [ndimage.binary_opening(rng.random((20, 30, 25)) > 0.45) for _ in range(4)] + [shell]
+    for mask in masks:
+        np.testing.assert_array_equal(fill_holes(mask), ndimage.binary_fill_holes(mask))
+        np.testing.assert_array_equal(fill_holes(mask, per_slice=True),
+                                      np.stack([ndimage.binary_fill_holes(s) for s in mask]))
+    assert fill_holes(shell).sum() > shell.sum()  # the ball's inside is a 3-D hole
+    noisy = shell | (rng.random(shell.shape) > 0.995)
+    labels, _ = ndimage.label(noisy)
+    largest = labels == np.bincount(labels.ravel())[1:].argmax() + 1
+    expected = np.stack([ndimage.binary_fill_holes(s) for s in ndimage.binary_fill_holes(largest)])
+    np.testing.assert_array_equal(largest_component_filled(noisy), expected)

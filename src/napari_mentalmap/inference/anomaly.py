@@ -141,8 +141,16 @@ RESIDUALS: tuple[str, ...] = ("positive", "absolute")
 
 def brain_erosion(mask: np.ndarray, spacing: tuple[float, float, float], erosion_mm: float) -> np.ndarray:
     """``mask`` eroded by about ``erosion_mm`` (whole voxels of the finest spacing; 0 = no erosion)."""
+    mask = np.asarray(mask, bool)
     iterations = int(round(erosion_mm / min(spacing))) if erosion_mm > 0 else 0
-    return ndimage.binary_erosion(mask, iterations=iterations) if iterations else np.asarray(mask, bool)
+    found = ndimage.find_objects(mask.astype(np.int8)) if iterations else []
+    if not found:
+        return mask
+    # only the mask's bounding box (plus a ring of background) can change
+    box = tuple(slice(max(b.start - 1, 0), min(b.stop + 1, n)) for b, n in zip(found[0], mask.shape, strict=True))
+    eroded = np.zeros_like(mask)
+    eroded[box] = ndimage.binary_erosion(mask[box], iterations=iterations)
+    return eroded
 
 
 def median_filtered(anomaly: np.ndarray, size: int) -> np.ndarray:

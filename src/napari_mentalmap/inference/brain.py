@@ -24,7 +24,7 @@ import numpy as np
 from scipy import ndimage
 from skimage import filters
 
-from ..io.preprocess import NoBrainError, brain_mask, largest_component_filled
+from ..io.preprocess import NoBrainError, brain_mask, fill_holes, largest_component_filled
 
 SKULLSTRIP_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "skullstrip.pt"
 """The shipped weights of the learned brain extraction."""
@@ -55,7 +55,7 @@ def stripped_shell_fraction(volume: np.ndarray, spacing=(1.0, 1.0, 1.0),
     if sample.size < 100 or np.ptp(sample) == 0:
         raise NoBrainError("the volume is (almost) constant: no brain to find")
     threshold = filters.threshold_otsu(sample[:: max(1, sample.size // 300_000)])
-    head = ndimage.binary_fill_holes(small > background + 0.5 * (threshold - background))
+    head = fill_holes(small > background + 0.5 * (threshold - background))
 
     def grown(mm: float) -> np.ndarray:
         radii = [max(1, int(round(mm / s))) for s in small_spacing]

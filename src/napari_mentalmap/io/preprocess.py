@@ -181,7 +181,7 @@ def brain_mask(
     factors = [max(1, int(round(2.0 / s))) for s in spacing]
     small = head[:: factors[0], :: factors[1], :: factors[2]]
     small_spacing = tuple(s * f for s, f in zip(spacing, factors, strict=True))
-    small = ndimage.binary_fill_holes(small)
+    small = fill_holes(small)
     opened = ndimage.binary_opening(small, structure=_ball(opening_mm, small_spacing))
     labels, n_labels = ndimage.label(opened)
     if n_labels == 0:
@@ -190,12 +190,30 @@ def brain_mask(
     sizes[0] = 0
     largest = labels == sizes.argmax()
     largest = ndimage.binary_dilation(largest, structure=_ball(opening_mm / 3, small_spacing))
-    largest = ndimage.binary_fill_holes(largest & small)
+    largest = fill_holes(largest & small)
     if factors != [1, 1, 1]:
         zoom = [full / part for full, part in zip(volume.shape, largest.shape, strict=True)]
         largest = ndimage.zoom(largest.astype(np.uint8), zoom, order=0).astype(bool)
         largest = _fit_shape(largest, volume.shape)
     return largest & head
+
+
+def fill_holes(mask: np.ndarray, per_slice: bool = False) -> np.ndarray:
+    """``scipy.ndimage.binary_fill_holes`` of a 3-D mask (face connectivity), in 3-D or in
+    every axial slice at once (``per_slice``), by labelling the background once: the
+    components that do not reach the border are the holes."""
+    structure = ndimage.generate_binary_structure(3, 1)
+    if per_slice:
+        structure[0] = structure[2] = False  # no connection between axial slices
+    labels, _ = ndimage.label(~mask, structure)
+    faces = [labels[:, 0], labels[:, -1], labels[:, :, 0], labels[:, :, -1]]
+    if not per_slice:
+        faces += [labels[0], labels[-1]]
+    outside = np.zeros(int(labels.max()) + 1, dtype=bool)
+    for face in faces:
+        outside[face] = True
+    outside[0] = True  # label 0 is the mask itself
+    return mask | ~outside[labels]
 
 
 def largest_component_filled(mask: np.ndarray) -> np.ndarray:
@@ -206,10 +224,15 @@ def largest_component_filled(mask: np.ndarray) -> np.ndarray:
         return np.zeros(mask.shape, dtype=bool)
     sizes = np.bincount(labels.ravel())
     sizes[0] = 0
-    largest = ndimage.binary_fill_holes(labels == sizes.argmax())
-    for index in range(largest.shape[0]):
-        largest[index] = ndimage.binary_fill_holes(largest[index])
-    return largest
+    label = int(sizes.argmax())
+    # work in the component's bounding box plus a one-voxel background ring: the ring joins
+    # everything outside the box, so the holes found there are exactly the whole volume's
+    box = ndimage.find_objects(labels, max_label=label)[label - 1]
+    box = tuple(slice(max(b.start - 1, 0), min(b.stop + 1, n)) for b, n in zip(box, mask.shape, strict=True))
+    largest = fill_holes(fill_holes(labels[box] == label), per_slice=True)
+    out = np.zeros(mask.shape, dtype=bool)
+    out[box] = largest
+    return out
 
 
 def _fit_shape(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

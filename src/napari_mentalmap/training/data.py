@@ -16,7 +16,14 @@ from scipy import ndimage
 from torch.utils.data import Dataset
 
 from ..io.nifti import Volume, read_volume
-from ..io.preprocess import DEFAULT_GRID, GridMapping, GridSpec, ModelGridVolume, to_model_grid
+from ..io.preprocess import (
+    DEFAULT_GRID,
+    GridMapping,
+    GridSpec,
+    ModelGridVolume,
+    fill_holes,
+    to_model_grid,
+)
 
 NICHART = [f"Subj{i}" for i in range(1, 24)]
 SPLITS: dict[str, list[str]] = {
@@ -105,7 +112,7 @@ def brain_mask_for(subject: str, volume: Volume, modality: str = "t1") -> np.nda
         parcellation = read_volume(files["mask_source"], as_labels=True)
         return resample_to_reference(parcellation, volume, order=0) > 0
     if subject.startswith("patient"):
-        return ndimage.binary_fill_holes(volume.data != 0)
+        return fill_holes(volume.data != 0)
     from ..inference.brain import auto_brain_mask
 
     return auto_brain_mask(volume.data, volume.spacing)
