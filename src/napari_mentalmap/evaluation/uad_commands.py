@@ -29,7 +29,7 @@ def run_eval_uad(args: argparse.Namespace) -> int:
             path = weights_path(kind)
             record = torch.load(path, map_location="cpu", weights_only=False)
             record["threshold"] = thresholds[kind]
-            record["threshold_note"] = ("best mean Dice of the max(x - x_hat, 0) map over 15 thresholds in "
+            record["threshold_note"] = ("best mean Dice of the max(x - x_hat - r, 0) map over 15 thresholds in "
                                         "[0.05, 0.75] on every test volume except the shipped sample patient07")
             record["residual"] = "positive"
             record["metrics"] = [r for r in rows if r["method"].startswith(kind + " ")]
