@@ -29,6 +29,7 @@ from ..device import pick_device
 from ..io.preprocess import (
     GridSpec,
     ModelGridVolume,
+    bounding_box,
     resample_from_grid,
     to_model_grid,
 )
@@ -143,11 +144,9 @@ def brain_erosion(mask: np.ndarray, spacing: tuple[float, float, float], erosion
     """``mask`` eroded by about ``erosion_mm`` (whole voxels of the finest spacing; 0 = no erosion)."""
     mask = np.asarray(mask, bool)
     iterations = int(round(erosion_mm / min(spacing))) if erosion_mm > 0 else 0
-    found = ndimage.find_objects(mask.astype(np.int8)) if iterations else []
-    if not found:
+    box = bounding_box(mask, pad=1) if iterations else None  # plus a ring of background
+    if box is None:
         return mask
-    # only the mask's bounding box (plus a ring of background) can change
-    box = tuple(slice(max(b.start - 1, 0), min(b.stop + 1, n)) for b, n in zip(found[0], mask.shape, strict=True))
     eroded = np.zeros_like(mask)
     eroded[box] = ndimage.binary_erosion(mask[box], iterations=iterations)
     return eroded
@@ -157,9 +156,7 @@ def median_filtered(anomaly: np.ndarray, size: int) -> np.ndarray:
     """Median filter of ``size`` voxels per axis, computed only over the non-zero box."""
     if size <= 1 or not anomaly.any():
         return anomaly
-    box = ndimage.find_objects((anomaly > 0).astype(np.int8))[0]
-    pad = size // 2
-    box = tuple(slice(max(b.start - pad, 0), min(b.stop + pad, n)) for b, n in zip(box, anomaly.shape, strict=True))
+    box = bounding_box(anomaly > 0, pad=size // 2)
     out = np.zeros_like(anomaly)
     out[box] = ndimage.median_filter(anomaly[box], size=size, mode="constant", cval=0.0)
     return out
@@ -216,9 +213,8 @@ def anomaly_map(
         raise WeightsError(f"healthy residual shape {healthy.shape} differs from the model grid {grid.image.shape}")
     eroded = brain_erosion(mask, spacing, erosion_mm)
     anomaly = np.zeros(volume.shape, np.float32)
-    found = ndimage.find_objects(eroded.astype(np.int8))
-    if found:  # only the eroded brain's bounding box can be non-zero
-        box = found[0]
+    box = bounding_box(eroded)
+    if box is not None:  # only the eroded brain's bounding box can be non-zero
         box_mapping = replace(grid.mapping, input_shape=tuple(b.stop - b.start for b in box),
                               start=tuple(s - b.start for s, b in zip(grid.mapping.start, box, strict=True)))
         if residual == "positive":

@@ -216,6 +216,17 @@ def fill_holes(mask: np.ndarray, per_slice: bool = False) -> np.ndarray:
     return mask | ~outside[labels]
 
 
+def padded_box(box: tuple[slice, ...], pad: int, shape: tuple[int, ...]) -> tuple[slice, ...]:
+    """``box`` grown by ``pad`` voxels on every side, clipped to an array of ``shape``."""
+    return tuple(slice(max(b.start - pad, 0), min(b.stop + pad, n)) for b, n in zip(box, shape, strict=True))
+
+
+def bounding_box(mask: np.ndarray, pad: int = 0) -> tuple[slice, ...] | None:
+    """Bounding box of the True voxels of ``mask`` grown by ``pad`` (None when there are none)."""
+    found = ndimage.find_objects(np.asarray(mask).astype(np.int8))
+    return padded_box(found[0], pad, mask.shape) if found else None
+
+
 def largest_component_filled(mask: np.ndarray) -> np.ndarray:
     """Largest 3-D connected component of ``mask``, holes filled in 3-D and per axial slice
     (all False when ``mask`` is empty)."""
@@ -227,8 +238,7 @@ def largest_component_filled(mask: np.ndarray) -> np.ndarray:
     label = int(sizes.argmax())
     # work in the component's bounding box plus a one-voxel background ring: the ring joins
     # everything outside the box, so the holes found there are exactly the whole volume's
-    box = ndimage.find_objects(labels, max_label=label)[label - 1]
-    box = tuple(slice(max(b.start - 1, 0), min(b.stop + 1, n)) for b, n in zip(box, mask.shape, strict=True))
+    box = padded_box(ndimage.find_objects(labels, max_label=label)[label - 1], 1, mask.shape)
     largest = fill_holes(fill_holes(labels[box] == label), per_slice=True)
     out = np.zeros(mask.shape, dtype=bool)
     out[box] = largest
