@@ -26,9 +26,9 @@ from napari_mentalmap.io.nifti import read_volume  # noqa: E402
 from napari_mentalmap.io.preprocess import brain_mask  # noqa: E402
 from napari_mentalmap.models.skullstrip import background_value, learned_brain_mask  # noqa: E402
 from napari_mentalmap.training.data import (  # noqa: E402
-    FLAIR_MISREGISTERED,
     SPLITS,
     brain_mask_for,
+    misregistered,
     subject_files,
 )
 
@@ -64,7 +64,7 @@ def main(out_dir: str = "runs/skullstrip_eval") -> dict:
         results[f"mean_{name}"] = float(np.mean([r[name] for r in results["nichart_test"].values()]))
     results["nichart_test_flair"] = {}
     for subject in SPLITS["test"]:
-        if subject in FLAIR_MISREGISTERED:  # no reference mask on its FLAIR grid
+        if misregistered(subject, "flair"):  # no reference mask on its FLAIR grid
             continue
         volume = read_volume(subject_files(subject, "flair")["image"])
         truth = brain_mask_for(subject, volume, "flair")

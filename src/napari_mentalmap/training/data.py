@@ -43,6 +43,11 @@ extraction's Dice on the FLAIR, 0.63-0.71 vs 0.73-0.96 elsewhere, and checked by
 Their FLAIR brain mask is the learned brain extraction instead, and the brain-extraction
 training leaves their FLAIR out."""
 
+
+def misregistered(subject: str, modality: str) -> bool:
+    """Whether ``subject``'s ``modality`` volume is not aligned with its T1 parcellation."""
+    return modality == "flair" and subject in FLAIR_MISREGISTERED
+
 _REPO = Path(__file__).resolve().parents[3]
 
 
@@ -108,7 +113,7 @@ def brain_mask_for(subject: str, volume: Volume, modality: str = "t1") -> np.nda
     IXI); the open_ms volumes are skull-stripped, so their non-zero region is the brain.
     """
     files = subject_files(subject)
-    if "mask_source" in files and not (modality == "flair" and subject in FLAIR_MISREGISTERED):
+    if "mask_source" in files and not misregistered(subject, modality):
         parcellation = read_volume(files["mask_source"], as_labels=True)
         return resample_to_reference(parcellation, volume, order=0) > 0
     if subject.startswith("patient"):
@@ -133,7 +138,7 @@ def load_subject_grid(subject: str, modality: str = "t1", spec: GridSpec = DEFAU
     """Read, skull-strip, normalise and resample one subject; cached on disk."""
     key = f"{subject}_{modality}_{spec.n_poses}x{spec.size}_c{spec.coverage:g}_m{spec.margin:g}"
     key += "" if spec.median_at is None else f"_md{spec.median_at:g}"
-    key += "_ownmask.npz" if modality == "flair" and subject in FLAIR_MISREGISTERED else ".npz"
+    key += "_ownmask.npz" if misregistered(subject, modality) else ".npz"
     path = cache_dir() / key
     if path.exists():
         with np.load(path, allow_pickle=False) as cached:

@@ -33,12 +33,12 @@ from ..models.skullstrip import (
     predict_grid,
     slice_stack,
 )
-from .data import FLAIR_MISREGISTERED, SPLITS, brain_mask_for, subject_files
+from .data import SPLITS, brain_mask_for, misregistered, subject_files
 
 
 def with_reference(subjects: list[str], modalities) -> list[tuple[str, str]]:
     """(subject, modality) pairs that have a reference brain mask (not a misregistered FLAIR)."""
-    return [(s, m) for s in subjects for m in modalities if not (m == "flair" and s in FLAIR_MISREGISTERED)]
+    return [(s, m) for s in subjects for m in modalities if not misregistered(s, m)]
 
 
 @dataclass
@@ -66,7 +66,7 @@ def load_brain(subject: str, modality: str = "t1") -> tuple[np.ndarray, tuple, n
     files = subject_files(subject, modality)
     volume = read_volume(files["image"])
     if modality != "t1":  # the parcellation lives on the T1 grid
-        if subject in FLAIR_MISREGISTERED:
+        if misregistered(subject, modality):
             raise ValueError(f"{subject}'s FLAIR is not aligned with its parcellation: no reference mask")
         return volume.data.astype(np.float32), tuple(volume.spacing), brain_mask_for(subject, volume, modality)
     labels = read_volume(files["mask_source"]).data
