@@ -13,9 +13,9 @@ import sys
 
 import torch
 
+from napari_mentalmap.data.subjects import load_split
 from napari_mentalmap.models.bruno import Bruno
 from napari_mentalmap.training.bruno import validate
-from napari_mentalmap.training.data import load_split
 
 COUNTS = (1, 3, 5, 9)
 
@@ -32,7 +32,7 @@ def describe(record: dict) -> str:
 
 def main(paths: list[str]) -> None:
     torch.set_num_threads(1)
-    volumes = [s.image for s in load_split("val")]
+    volumes = [s.image for s in load_split("t1_val")]
     print("| checkpoint | model | steps | val bits/dim | " + " | ".join(f"SSIM {c}" for c in COUNTS)
           + " | " + " | ".join(f"CC {c}" for c in COUNTS) + " |")
     print("|" + "---|" * (4 + 2 * len(COUNTS)))

@@ -21,20 +21,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from napari_mentalmap.data.splits import SPLITS, misregistered  # noqa: E402
+from napari_mentalmap.data.subjects import brain_mask_for, subject_files  # noqa: E402
 from napari_mentalmap.inference.brain import auto_brain_mask, stripped_shell_fraction  # noqa: E402
 from napari_mentalmap.io.nifti import read_volume  # noqa: E402
 from napari_mentalmap.io.preprocess import brain_mask  # noqa: E402
+from napari_mentalmap.metrics import dice  # noqa: E402
 from napari_mentalmap.models.skullstrip import background_value, learned_brain_mask  # noqa: E402
-from napari_mentalmap.training.data import (  # noqa: E402
-    SPLITS,
-    brain_mask_for,
-    misregistered,
-    subject_files,
-)
-
-
-def dice(a, b) -> float:
-    return float(2 * (a & b).sum() / max(a.sum() + b.sum(), 1))
 
 
 def main(out_dir: str = "runs/skullstrip_eval") -> dict:
@@ -42,7 +35,7 @@ def main(out_dir: str = "runs/skullstrip_eval") -> dict:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     results: dict = {"nichart_test": {}, "ixi": {}}
-    for subject in SPLITS["test"]:
+    for subject in SPLITS["nichart_test"]:
         files = subject_files(subject)
         volume = read_volume(files["image"])
         truth = read_volume(files["mask_source"]).data > 0
@@ -63,7 +56,7 @@ def main(out_dir: str = "runs/skullstrip_eval") -> dict:
     for name in ("classic", "learned", "learned_flip_average", "auto", "stripped_input_learned", "stripped_input_auto"):
         results[f"mean_{name}"] = float(np.mean([r[name] for r in results["nichart_test"].values()]))
     results["nichart_test_flair"] = {}
-    for subject in SPLITS["test"]:
+    for subject in SPLITS["nichart_test"]:
         if misregistered(subject, "flair"):  # no reference mask on its FLAIR grid
             continue
         volume = read_volume(subject_files(subject, "flair")["image"])
@@ -86,7 +79,7 @@ def main(out_dir: str = "runs/skullstrip_eval") -> dict:
     }
     print("patient07", json.dumps(results["open_ms_patient07"]), flush=True)
 
-    for subject in SPLITS["ixi"]:
+    for subject in SPLITS["ixi_head"]:
         volume = read_volume(subject_files(subject)["image"])
         learned = auto_brain_mask(volume.data, volume.spacing)
         classic = brain_mask(volume.data, volume.spacing)

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from napari_mentalmap._sample_data import SAMPLE_FLAIR, SAMPLE_LESIONS
+from napari_mentalmap.data.subjects import data_root
 from napari_mentalmap.inference.anomaly import (
     LabelUpdater,
     anomaly_map,
@@ -28,7 +29,6 @@ from napari_mentalmap.inference.anomaly import (
 )
 from napari_mentalmap.io.nifti import read_volume
 from napari_mentalmap.models.uad_vae import KINDS
-from napari_mentalmap.training.data import data_root
 
 
 def timed(function, repeats: int = 3) -> tuple[float, object]:

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
+from napari_mentalmap.data.subjects import SubjectGrid
 from napari_mentalmap.io.preprocess import GridMapping
 from napari_mentalmap.models.bruno import Bruno, BrunoConfig
 from napari_mentalmap.models.flows import FlowConfig
 from napari_mentalmap.training.bruno import TrainConfig, evenly_spaced, train_bruno
-from napari_mentalmap.training.data import SubjectGrid
 
 
 def _subjects(n: int, seed: int) -> list[SubjectGrid]:

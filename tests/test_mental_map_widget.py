@@ -162,7 +162,7 @@ def test_failing_job_reports_and_reenables(qtbot, widget: MentalMapWidget, error
     widget.contexts.evenly_spaced(3)
     _run(qtbot, widget, "mean")
     assert widget.runner.stats.outcome == "failed"
-    assert errors and "weights not found" in errors[-1] and "missing.pt" in errors[-1]
+    assert errors and "not found" in errors[-1] and "missing.pt" in errors[-1]
     assert widget.mean_button.isEnabled() and widget.prior_button.isEnabled()
     assert not widget.cancel_button.isEnabled()
     assert "T1 BRUNO mean" not in widget.viewer.layers

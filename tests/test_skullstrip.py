@@ -78,11 +78,12 @@ def _dice(a, b):
 
 @pytest.fixture(scope="module")
 def nichart_test_subject():
+    from napari_mentalmap.data.splits import SPLITS
+    from napari_mentalmap.data.subjects import subject_files
     from napari_mentalmap.io.nifti import read_volume
-    from napari_mentalmap.training.data import SPLITS, subject_files
 
     try:
-        files = subject_files(SPLITS["test"][0])
+        files = subject_files(SPLITS["nichart_test"][0])
     except FileNotFoundError:
         pytest.skip("shared data not available")
     if not files["image"].exists() or "mask_source" not in files:
@@ -121,8 +122,9 @@ def test_fallback_warns_without_weights(monkeypatch, tmp_path):
 def test_flair_brain_masks_and_misregistered_subjects(nichart_test_subject):
     """An aligned FLAIR gets the parcellation; a misregistered one (Subj23) its own learned
     mask, which is far from the shifted parcellation; brain-extraction training skips it."""
+    from napari_mentalmap.data.splits import FLAIR_MISREGISTERED
+    from napari_mentalmap.data.subjects import brain_mask_for, subject_files
     from napari_mentalmap.io.nifti import read_volume
-    from napari_mentalmap.training.data import FLAIR_MISREGISTERED, brain_mask_for, subject_files
     from napari_mentalmap.training.skullstrip import load_brain, with_reference
 
     if not brain.SKULLSTRIP_WEIGHTS.exists():

@@ -120,7 +120,7 @@ def test_segnet_shapes():
 
 def write_tiny_weights(path):
     """Save a tiny untrained slice VAE with fitted latent models, as the training writes it."""
-    from napari_mentalmap.training.data import SubjectGrid
+    from napari_mentalmap.data.subjects import SubjectGrid
     from napari_mentalmap.training.slice_vae import (
         SliceVAETrainConfig,
         encode_volumes,

@@ -7,13 +7,12 @@ import pytest
 import torch
 from scipy import ndimage
 
+from napari_mentalmap.data.subjects import SubjectGrid
 from napari_mentalmap.evaluation.uad import (
-    average_precision,
     dice_table,
     half_half_protocol,
     half_split,
     markdown_table,
-    roc_auc,
 )
 from napari_mentalmap.inference.anomaly import (
     LabelUpdater,
@@ -25,6 +24,7 @@ from napari_mentalmap.inference.anomaly import (
     threshold_labels,
 )
 from napari_mentalmap.io.preprocess import GridSpec, NoBrainError
+from napari_mentalmap.metrics import average_precision, roc_auc
 from napari_mentalmap.models.uad_vae import (
     KINDS,
     UADVAE,
@@ -34,7 +34,6 @@ from napari_mentalmap.models.uad_vae import (
     default_config,
     kl_divergence,
 )
-from napari_mentalmap.training.data import SubjectGrid
 from napari_mentalmap.training.uad import UADTrainConfig, export_weights, healthy_weight, train_uad
 
 TINY_GRID = GridSpec(n_poses=8, size=16, coverage=1.0)

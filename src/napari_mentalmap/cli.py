@@ -16,8 +16,8 @@ from importlib import metadata
 from pathlib import Path
 
 from . import __version__
+from .checkpoints import WEIGHTS_DIR  # noqa: E402
 
-WEIGHTS_DIR = Path(__file__).parent / "weights"
 SUBCOMMAND_MODULES: tuple[str, ...] = (
     "napari_mentalmap.training.commands",
     "napari_mentalmap.evaluation.commands",

@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..data.subjects import SubjectGrid
+from ..metrics import slice_cc, slice_ssim
 from ..models.bruno import Bruno
 from ..training.bruno import evenly_spaced
-from ..training.data import SubjectGrid
-from .metrics import slice_cc, slice_ssim
 
 CONTEXT_COUNTS = (1, 3, 5, 9)
 

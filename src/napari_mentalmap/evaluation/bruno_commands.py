@@ -12,8 +12,8 @@ def add_bruno_parser(models: argparse._SubParsersAction) -> None:
     parser.add_argument("--weights", default=None, help="BRUNO checkpoint (default: shipped weights)")
     parser.add_argument("--compare", nargs="*", default=[], metavar="LABEL=PATH",
                         help="more checkpoints to score, e.g. exchangeable=runs/bruno_exch/best.pt")
-    parser.add_argument("--sets", nargs="+", default=["test", "ixi", "open_ms"],
-                        help="data sets: val, test, ixi, open_ms (with and without the shipped patient07)")
+    parser.add_argument("--sets", nargs="+", default=["nichart_test", "ixi_head", "open_ms"],
+                        help="fixed splits (data.splits.SPLITS), e.g. t1_test, nichart_test, ixi_head, open_ms")
     parser.add_argument("--contexts", nargs="+", type=int, default=[1, 3, 5, 9])
     parser.add_argument("--samples", type=int, default=8, help="posterior samples per volume")
     parser.add_argument("--seed", type=int, default=0)
@@ -25,10 +25,10 @@ def add_bruno_parser(models: argparse._SubParsersAction) -> None:
 def run_eval_bruno(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from ..data.subjects import load_split
     from ..device import pick_device
     from ..inference.mental_map import load_bruno
     from ..io.preprocess import GridSpec
-    from ..training.data import load_split
     from .bruno import baseline_predictors, bruno_predictors, evaluate, markdown_table, save_results
 
     device = pick_device(args.device)
@@ -38,7 +38,7 @@ def run_eval_bruno(args: argparse.Namespace) -> int:
         label, _, path = item.partition("=")
         models[f"BRUNO {label}"] = load_bruno(path, device)[0]
     spec = GridSpec(**model.config.grid)
-    population_mean = np.mean([s.image for s in load_split("train", "t1", spec)], axis=0)
+    population_mean = np.mean([s.image for s in load_split("t1_train", "t1", spec)], axis=0)
     predictors = {}
     for label, each in models.items():
         predictors.update(bruno_predictors(each, args.samples, args.seed, device, label))
@@ -46,7 +46,8 @@ def run_eval_bruno(args: argparse.Namespace) -> int:
     rows = []
     for name in args.sets:
         subjects = load_split(name, "t1", spec)
-        label = {"test": "NiChart test (Subj21-23)", "val": "NiChart val (Subj18-20)", "ixi": "IXI (other site)",
+        label = {"nichart_test": "NiChart test (Subj21-23)", "nichart_val": "NiChart val (Subj18-20)",
+                 "ixi_head": "IXI (other site)",
                  "open_ms": "open_ms (3 patients)"}.get(name, name)
         rows += evaluate(predictors, subjects, label, args.contexts)
         if name == "open_ms":

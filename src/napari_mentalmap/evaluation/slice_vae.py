@@ -17,13 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from skimage.metrics import structural_similarity
 
+from ..checkpoints import load_record, load_state, resolve, shipped
 from ..io.preprocess import GridSpec
+from ..metrics import dice
 from ..models.slice_vae import TISSUE_CLASSES, TissueSegNet
 
-SEGNET_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "slice_vae_segnet.pt"
+SEGNET_WEIGHTS = shipped("slice_vae_segnet").path
 SEGNET_COMMAND = "mentalmap train slicevae --part segnet"
 ROWS: tuple[tuple[str, str], ...] = (
     ("real", "real test subjects (ceiling)"),
@@ -32,12 +33,6 @@ ROWS: tuple[tuple[str, str], ...] = (
     ("per_slice", "per-slice Gaussian (paper)"),
     ("naive", "naive N(0, I) per slice"),
 )
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    """Dice of two boolean arrays (1 when both are empty)."""
-    denominator = a.sum() + b.sum()
-    return 1.0 if denominator == 0 else float(2.0 * np.logical_and(a, b).sum() / denominator)
 
 
 def realism_score(
@@ -68,12 +63,10 @@ def neighbour_ssim(volume: np.ndarray) -> float:
 
 def load_segnet(path: str | Path | None = None) -> TissueSegNet:
     """The realism-score segmentation net (clear error naming the training command)."""
-    path = Path(path) if path is not None else SEGNET_WEIGHTS
-    if not path.exists():
-        raise FileNotFoundError(f"tissue segmentation weights not found: {path}; train them with `{SEGNET_COMMAND}`")
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+    path = resolve(path, "slice_vae_segnet")
+    payload = load_record(path, "tissue_segnet")
     net = TissueSegNet(n_classes=len(payload["classes"]), width=payload["width"])
-    net.load_state_dict(payload["model"])
+    load_state(net, payload, path)
     return net.eval()
 
 
@@ -107,11 +100,13 @@ def evaluate_slice_vae(
     bundle, segnet: TissueSegNet, n_samples: int = 10, seed: int = 0, split: str = "test"
 ) -> tuple[list[RowResult], dict[str, np.ndarray], dict]:
     """Table rows, one example volume per row, and extra metrics (reconstruction error)."""
+    from ..data.splits import SPLITS
+    from ..data.subjects import load_subject_grid
+    from ..data.tissue import load_subject_tissue
     from ..inference.latent import decode, run, sample_volume
-    from ..training.data import SPLITS, load_subject_grid, load_subject_tissue
 
     spec: GridSpec = bundle.spec
-    train_subjects = bundle.info.get("split", {}).get("train") or SPLITS["train"]
+    train_subjects = bundle.info.get("split", {}).get("train") or SPLITS["nichart_train"]
     references = np.stack([load_subject_tissue(s, spec) for s in train_subjects])
     real = np.stack([load_subject_grid(s, "t1", spec).image for s in SPLITS[split]])
     from ..inference.latent import encode

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.splits import SPLITS
+from ..data.subjects import brain_mask_for, subject_files
 from ..inference.anomaly import (
     DEFAULT_MEDIAN_SIZE,
     DEFAULT_MIN_SIZE,
@@ -41,8 +43,8 @@ from ..inference.anomaly import (
 )
 from ..io.nifti import read_volume
 from ..io.preprocess import intensity_range, normalize_intensity
-from ..training.data import SPLITS, brain_mask_for, resample_to_reference, subject_files
-from .metrics import dice
+from ..io.resample import resample_to_reference
+from ..metrics import average_precision, dice, roc_auc
 
 VAE_THRESHOLDS = np.round(np.linspace(0.01, 0.15, 15), 4)
 WIDE_THRESHOLDS = np.round(np.linspace(0.05, 0.75, 15), 4)
@@ -50,7 +52,7 @@ BASELINE_THRESHOLDS = np.round(np.linspace(0.5, 0.99, 15), 4)
 TEST_SETS: dict[str, list[str]] = {
     "open_ms (manual GT)": SPLITS["open_ms"],
     "open_ms w/o shipped patient07 (manual GT)": [s for s in SPLITS["open_ms"] if s != "patient07"],
-    "Subj21-23 (automatic wml_auto GT)": SPLITS["test"],
+    "Subj21-23 (automatic wml_auto GT)": SPLITS["nichart_test"],
 }
 
 
@@ -72,43 +74,6 @@ def load_test_volume(subject: str) -> TestVolume:
     mask = brain_mask_for(subject, volume, "flair")
     truth = resample_to_reference(read_volume(files["lesions"], as_labels=True), volume, order=0) > 0
     return TestVolume(subject, volume.data.astype(np.float32), tuple(volume.spacing), mask, truth)
-
-
-def average_precision(scores: np.ndarray, truth: np.ndarray) -> float:
-    """Area under the precision-recall curve (average precision, step interpolation)."""
-    truth = np.asarray(truth, bool).ravel()
-    positives = int(truth.sum())
-    if positives == 0:
-        return float("nan")
-    order = np.argsort(-np.asarray(scores, np.float64).ravel(), kind="stable")
-    hits = truth[order]
-    true_positives = np.cumsum(hits)
-    precision = true_positives / np.arange(1, hits.size + 1)
-    return float(precision[hits].sum() / positives)
-
-
-def roc_auc(scores: np.ndarray, truth: np.ndarray) -> float:
-    """Area under the ROC curve (Mann-Whitney U with tied ranks averaged)."""
-    truth = np.asarray(truth, bool).ravel()
-    n_pos = int(truth.sum())
-    n_neg = truth.size - n_pos
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    ranks = _rankdata(np.asarray(scores, np.float64).ravel())
-    return float((ranks[truth].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
-def _rankdata(values: np.ndarray) -> np.ndarray:
-    order = np.argsort(values, kind="stable")
-    sorted_values = values[order]
-    first = np.r_[True, sorted_values[1:] != sorted_values[:-1]]
-    group = np.cumsum(first) - 1
-    starts = np.flatnonzero(first)
-    ends = np.r_[starts[1:], values.size]
-    mean_rank = (starts + ends + 1) / 2.0
-    ranks = np.empty(values.size)
-    ranks[order] = mean_rank[group]
-    return ranks
 
 
 def dice_table(maps: Sequence[np.ndarray], truths: Sequence[np.ndarray], thresholds: Sequence[float],

@@ -7,6 +7,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from ..checkpoints import load_record, save_record
 from ..models.uad_vae import KINDS
 
 
@@ -27,14 +28,14 @@ def run_eval_uad(args: argparse.Namespace) -> int:
         command = "mentalmap " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         for kind in args.kinds:
             path = weights_path(kind)
-            record = torch.load(path, map_location="cpu", weights_only=False)
+            record = load_record(path)
             record["threshold"] = thresholds[kind]
             record["threshold_note"] = ("best mean Dice of the max(x - x_hat - r, 0) map over 15 thresholds in "
                                         "[0.05, 0.75] on every test volume except the shipped sample patient07")
             record["residual"] = "positive"
             record["metrics"] = [r for r in rows if r["method"].startswith(kind + " ")]
             record["eval_command"] = command
-            torch.save(record, path)
+            save_record(path, record)
             print(f"{kind}: auto threshold {thresholds[kind]:g} stored in {path}")
     return 0
 

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from ..checkpoints import WeightsError, WeightsNotFoundError, load_record, shipped
 from ..device import pick_device
 from ..io.preprocess import (
     GridSpec,
@@ -36,19 +37,14 @@ from ..io.preprocess import (
 from ..models.uad_vae import KINDS, UADVAE, VAEConfig
 from .brain import auto_brain_mask
 
-WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 DEFAULT_MIN_SIZE = 10
 DEFAULT_MEDIAN_SIZE = 3
 Progress = tuple[int, int, str]
 
 
-class WeightsError(RuntimeError):
-    """Shipped weights are missing or do not match the model code."""
-
-
 def weights_path(kind: str) -> Path:
     """Where the shipped weights of ``kind`` live."""
-    return WEIGHTS_DIR / f"uad_{kind}.pt"
+    return shipped(f"uad_{kind}").path
 
 
 def train_command(kind: str) -> str:
@@ -90,10 +86,10 @@ def load_anomaly_model(kind_or_path: str | Path, device: str | torch.device = "c
     """Load shipped weights by kind (``dense3d`` ...) or from a file path."""
     path = weights_path(str(kind_or_path)) if str(kind_or_path) in KINDS else Path(kind_or_path)
     kind = str(kind_or_path) if str(kind_or_path) in KINDS else path.stem.removeprefix("uad_")
-    if not path.exists():
-        raise WeightsError(f"weights file {path} not found; train it with: {train_command(kind)}")
+    if not path.is_file():
+        raise WeightsNotFoundError(f"weights file {path} not found; train it with: {train_command(kind)}")
+    record = load_record(path, "uad_vae")
     try:
-        record = torch.load(path, map_location="cpu", weights_only=False)
         model = UADVAE(VAEConfig.from_dict(record["config"]))
         model.load_state_dict(record["state_dict"])
     except (KeyError, RuntimeError, TypeError, ValueError) as error:

@@ -24,9 +24,10 @@ import numpy as np
 from scipy import ndimage
 from skimage import filters
 
+from ..checkpoints import shipped
 from ..io.preprocess import NoBrainError, brain_mask, fill_holes, largest_component_filled
 
-SKULLSTRIP_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "skullstrip.pt"
+SKULLSTRIP_WEIGHTS = shipped("skullstrip").path
 """The shipped weights of the learned brain extraction."""
 
 STRIPPED_SHELL_FRACTION = 0.75

@@ -15,11 +15,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..checkpoints import WeightsError, load_record, resolve, shipped
 from ..device import pick_device
 from ..io.preprocess import GridMapping, GridSpec, to_model_grid
 from ..models.slice_vae import CoherentPPCA, NaivePrior, PerSliceGaussian, SliceVAE, SliceVAEConfig
 
-WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "slice_vae.pt"
+WEIGHTS = shipped("slice_vae").path
 TRAIN_COMMAND = "mentalmap train slicevae"
 LATENT_MODEL_NAMES: tuple[str, ...] = ("ppca", "per_slice", "naive")
 STRATEGIES: tuple[str, ...] = ("naive", "instance-specific", "mixed-instance")
@@ -60,15 +61,13 @@ class SliceVAEBundle:
 
 def load_slice_vae(path: str | Path | None = None, device: str = "auto") -> SliceVAEBundle:
     """Load ``weights/slice_vae.pt`` (or ``path``); a clear error names the training command."""
-    path = Path(path) if path is not None else WEIGHTS
-    if not path.exists():
-        raise FileNotFoundError(f"slice VAE weights not found: {path}; train them with `{TRAIN_COMMAND}`")
+    path = resolve(path, "slice_vae")
+    payload = load_record(path, "slice_vae")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-        model = SliceVAE(SliceVAEConfig.from_dict(payload["model_config"]))
-        model.load_state_dict(payload["model"])
+        model = SliceVAE(SliceVAEConfig.from_dict(payload["config"]))
+        model.load_state_dict(payload["state_dict"])
     except (KeyError, RuntimeError, TypeError) as error:
-        raise RuntimeError(
+        raise WeightsError(
             f"{path} is not a matching slice VAE checkpoint ({error}); retrain with `{TRAIN_COMMAND}`"
         ) from error
     target = pick_device(device)
@@ -79,7 +78,7 @@ def load_slice_vae(path: str | Path | None = None, device: str = "auto") -> Slic
         per_slice=PerSliceGaussian.from_state_dict(payload["per_slice"]),
         ppca=CoherentPPCA.from_state_dict(payload["ppca"]),
         train_latents=payload["train_latents"].float(),
-        spec=GridSpec(**payload["spec"]),
+        spec=GridSpec(**payload["grid"]),
         device=target,
         info=info,
     )

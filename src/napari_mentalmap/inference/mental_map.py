@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..checkpoints import load_record, resolve, shipped
 from ..device import pick_device
 from ..io.preprocess import (
     GridMapping,
@@ -32,9 +33,7 @@ from ..io.preprocess import (
 from ..models.bruno import Bruno
 from .brain import auto_brain_mask
 
-WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
-DEFAULT_WEIGHTS = WEIGHTS_DIR / "bruno_t1.pt"
-TRAIN_COMMAND = "mentalmap train bruno (see README, 'Shipped weights')"
+DEFAULT_WEIGHTS = shipped("bruno_t1").path
 Progress = tuple[int, int, str]
 
 
@@ -46,9 +45,9 @@ def _load_cached(path: str, device: str, mtime: float) -> tuple[Bruno, dict]:
 
 def load_bruno(weights: str | Path | None = None, device: str | torch.device = "cpu") -> tuple[Bruno, dict]:
     """Load (once, then cached) BRUNO weights: the shipped ones by default."""
-    path = Path(weights) if weights else DEFAULT_WEIGHTS
-    if not path.exists():
-        raise FileNotFoundError(f"BRUNO weights not found: {path}. Train them with {TRAIN_COMMAND}.")
+    path = resolve(weights, "bruno_t1")
+    if not path.is_file():
+        load_record(path, "bruno")  # raises WeightsError naming the file
     return _load_cached(str(path.resolve()), str(device), path.stat().st_mtime)
 
 

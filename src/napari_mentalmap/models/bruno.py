@@ -144,24 +144,20 @@ class Bruno(nn.Module):
 
     def save(self, path: str | Path, **extra) -> None:
         """Save weights with the config (and any metadata: split, metrics, command)."""
-        torch.save({"config": self.config.to_dict(), "state_dict": self.state_dict(), **extra}, path)
+        from ..checkpoints import save_record
+
+        save_record(path, {"format": "bruno", "config": self.config.to_dict(), "state_dict": self.state_dict(), **extra})
 
     @classmethod
     def load(cls, path: str | Path, map_location: str | torch.device = "cpu") -> tuple[Bruno, dict]:
         """Load a checkpoint saved by :meth:`save`; returns the model and the whole record."""
-        path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(
-                f"BRUNO weights not found: {path}. Train them with `mentalmap train bruno` "
-                "(see the README) or pick a checkpoint file."
-            )
-        record = torch.load(path, map_location=map_location, weights_only=False)
-        if "config" not in record or "state_dict" not in record:
-            raise ValueError(f"{path} is not a BRUNO checkpoint (no config/state_dict inside)")
-        model = cls(BrunoConfig.from_dict(record["config"]))
+        from ..checkpoints import WeightsError, load_record, load_state
+
+        record = load_record(path, "bruno", map_location)
         try:
-            model.load_state_dict(record["state_dict"])
-        except RuntimeError as error:
-            raise ValueError(f"{path}: weights do not match their config: {error}") from error
+            model = cls(BrunoConfig.from_dict(record["config"]))
+        except (KeyError, TypeError, ValueError) as error:
+            raise WeightsError(f"weights file {path} has an unusable BRUNO config ({error})") from None
+        load_state(model, record, path)
         model.eval()
         return model, record

@@ -15,7 +15,6 @@ Arrays are in the canonical orientation of :mod:`napari_mentalmap.io.nifti`
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -24,8 +23,6 @@ from skimage import filters
 from torch import nn
 
 from ..io.preprocess import largest_component_filled
-
-DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "skullstrip.pt"
 
 
 @dataclass(frozen=True)
@@ -186,13 +183,13 @@ def postprocess(mask: np.ndarray) -> np.ndarray:
 
 def load_model(weights=None, device: str = "cpu") -> tuple[SkullStripUNet, SkullStripConfig]:
     """The network and its config from a checkpoint (default: the shipped weights)."""
-    path = Path(weights) if weights is not None else DEFAULT_WEIGHTS
-    if not path.exists():
-        raise FileNotFoundError(f"brain-extraction weights not found: {path}")
-    checkpoint = torch.load(path, map_location=device, weights_only=False)
+    from ..checkpoints import load_record, load_state, resolve
+
+    path = resolve(weights, "skullstrip")
+    checkpoint = load_record(path, "skullstrip", device)
     config = SkullStripConfig(**checkpoint["config"])
     model = SkullStripUNet(base=config.base, depth=config.depth)
-    model.load_state_dict(checkpoint["model"])
+    load_state(model, checkpoint, path)
     return model.to(device).eval(), config
 
 

@@ -18,10 +18,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from ..checkpoints import load_record, save_record
+from ..data.splits import SPLITS
+from ..data.subjects import load_split
 from ..io.preprocess import GridSpec
 from ..models.bruno import Bruno, BrunoConfig
 from ..models.flows import dequantize
-from .data import SPLITS, SequenceDataset, load_split
+from .datasets import SequenceDataset
 
 
 @dataclass
@@ -75,7 +78,7 @@ def evenly_spaced(n_contexts: int, n_poses: int) -> list[int]:
 def validate(model: Bruno, volumes: list[np.ndarray], context_counts, device: torch.device) -> dict:
     """Validation bits/dim (fixed sequences) and SSIM/CC of the mean image on non-context
     poses, averaged over ``context_counts`` (evenly spaced contexts) and subjects."""
-    from ..evaluation.metrics import slice_cc, slice_ssim
+    from ..metrics import slice_cc, slice_ssim
 
     model.eval()
     dataset = SequenceDataset(volumes, length=9, epoch_size=32, augment=False, seed=12345)
@@ -153,7 +156,7 @@ def _train_loop(fabric, config: TrainConfig, resume: bool, volumes: dict | None,
     )
     config.bruno.grid = spec.to_dict()
     if volumes is None:
-        volumes = {split: [s.image for s in load_split(split, "t1", spec)] for split in ("train", "val")}
+        volumes = {split: [s.image for s in load_split(f"t1_{split}", "t1", spec)] for split in ("train", "val")}
 
     model = Bruno(config.bruno)
     init_pose_norm(model, volumes["train"])
@@ -167,7 +170,7 @@ def _train_loop(fabric, config: TrainConfig, resume: bool, volumes: dict | None,
     state = {"step": 0, "best_val_ssim": -1.0, "history": [], "train_seconds": 0.0}
     last_path = out_dir / "last.pt"
     if resume and last_path.exists():
-        record = torch.load(last_path, map_location="cpu", weights_only=False)
+        record = load_record(last_path)
         model.load_state_dict(record["state_dict"])
         optimizer.load_state_dict(record["optimizer"])
         state.update(record["train_state"])
@@ -190,12 +193,10 @@ def _train_loop(fabric, config: TrainConfig, resume: bool, volumes: dict | None,
             "optimizer": optimizer.state_dict(),
             "train_state": state,
             "train_config": config_to_dict(config),
-            "split": {k: SPLITS[k] for k in ("train", "val")},
+            "split": {k: SPLITS[f"t1_{k}"] for k in ("train", "val")},
             "metrics": metrics or {},
         }
-        tmp = path.with_suffix(".tmp")
-        torch.save(record, tmp)
-        tmp.replace(path)
+        save_record(path, record)
 
     started = time.time()
     seconds_before = state["train_seconds"]
@@ -249,7 +250,7 @@ def export_weights(checkpoint: Path, destination: Path, command: str | None = No
     """Write a slim shipped-weights file (no optimiser state) from a training checkpoint."""
     import sys
 
-    record = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    record = load_record(checkpoint)
     shipped = {
         "config": record["config"],
         "state_dict": {k: v.to(torch.float32) for k, v in record["state_dict"].items()},
@@ -261,4 +262,4 @@ def export_weights(checkpoint: Path, destination: Path, command: str | None = No
         "command": command or "mentalmap " + " ".join(sys.argv[1:]),
     }
     destination.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(shipped, destination)
+    save_record(destination, shipped)

@@ -23,7 +23,11 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from ..checkpoints import load_record, save_record
+from ..data.splits import SPLITS, misregistered
+from ..data.subjects import brain_mask_for, subject_files
 from ..io.nifti import read_volume
+from ..metrics import dice
 from ..models.skullstrip import (
     DEFAULT_CONFIG,
     SkullStripConfig,
@@ -33,7 +37,6 @@ from ..models.skullstrip import (
     predict_grid,
     slice_stack,
 )
-from .data import SPLITS, brain_mask_for, misregistered, subject_files
 
 
 def with_reference(subjects: list[str], modalities) -> list[tuple[str, str]]:
@@ -53,12 +56,6 @@ class SkullStripTrainConfig:
     num_threads: int = 1
     max_minutes: float = 11.0
     modalities: tuple[str, ...] = ("t1",)
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = np.asarray(a, bool), np.asarray(b, bool)
-    total = a.sum() + b.sum()
-    return float(2 * (a & b).sum() / total) if total else 1.0
 
 
 def load_brain(subject: str, modality: str = "t1") -> tuple[np.ndarray, tuple, np.ndarray]:
@@ -167,7 +164,7 @@ def train_skullstrip(config: SkullStripTrainConfig, model_config: SkullStripConf
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     raw_x, raw_y, strip_x, strip_y = [], [], [], []
-    for subject, modality in with_reference(SPLITS["train"], config.modalities):
+    for subject, modality in with_reference(SPLITS["nichart_train"], config.modalities):
         volume, spacing, brain = load_brain(subject, modality)
         x, y = grid_pairs(volume, spacing, brain, model_config)
         raw_x.append(x)
@@ -178,7 +175,7 @@ def train_skullstrip(config: SkullStripTrainConfig, model_config: SkullStripConf
     raw = (torch.from_numpy(np.concatenate(raw_x)), torch.from_numpy(np.concatenate(raw_y)))
     stripped = (torch.from_numpy(np.concatenate(strip_x)), torch.from_numpy(np.concatenate(strip_y)))
     val_grids = {}
-    for subject, modality in with_reference(SPLITS["val"], config.modalities):
+    for subject, modality in with_reference(SPLITS["nichart_val"], config.modalities):
         volume, spacing, brain = load_brain(subject, modality)
         val_grids[f"{subject} {modality}"] = {"skull": grid_pairs(volume, spacing, brain, model_config, keep_all=True),
                               "stripped": grid_pairs(volume * brain, spacing, brain, model_config, keep_all=True)}
@@ -219,7 +216,7 @@ def train_skullstrip(config: SkullStripTrainConfig, model_config: SkullStripConf
             print(json.dumps(entry), flush=True)
             if mean + mean_stripped > best["score"]:
                 best = {"score": mean + mean_stripped, "step": step, "val": scores}
-                torch.save({"model": model.state_dict(), "config": model_config.to_dict()}, out / "best.pt")
+                save_record(out / "best.pt", {"model": model.state_dict(), "config": model_config.to_dict()})
     summary = {
         "steps": step, "train_seconds": time.time() - train_start, "prep_seconds": prep_seconds,
         "best_step": best["step"], "val": best["val"], "history": history,
@@ -235,13 +232,13 @@ def export_weights(out_dir: str | Path, path: str | Path, test_subjects: list[st
     shipped weights file."""
     out_dir = Path(out_dir)
     summary = json.loads((out_dir / "summary.json").read_text())
-    checkpoint = torch.load(out_dir / "best.pt", map_location="cpu", weights_only=False)
+    checkpoint = load_record(out_dir / "best.pt")
     model_config = SkullStripConfig(**checkpoint["config"])
     model = SkullStripUNet(base=model_config.base, depth=model_config.depth)
     model.load_state_dict(checkpoint["model"])
     modalities = summary["train_config"].get("modalities", ["t1"])
     test = {f"{subject} {modality}": evaluate(model, [subject], model_config, modality=modality)[subject]
-            for subject, modality in with_reference(test_subjects or SPLITS["test"], modalities)}
+            for subject, modality in with_reference(test_subjects or SPLITS["nichart_test"], modalities)}
     metrics = {"val": summary["val"], "test": test,
                "test_mean_skull": float(np.mean([v["skull"] for v in test.values()])),
                "test_mean_stripped": float(np.mean([v["stripped"] for v in test.values()]))}
@@ -251,11 +248,11 @@ def export_weights(out_dir: str | Path, path: str | Path, test_subjects: list[st
         metrics[f"test_mean_stripped_{modality}"] = float(np.mean([v["stripped"] for v in per_modality]))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({
+    save_record(path, {
         "model": {k: v.clone() for k, v in model.state_dict().items()},
         "config": model_config.to_dict(),
         "split": summary["split"],
         "metrics": metrics,
         "train": {k: summary[k] for k in ("steps", "train_seconds", "best_step", "train_config", "command")},
-    }, path)
+    })
     return path

@@ -7,7 +7,7 @@ import shlex
 import sys
 from pathlib import Path
 
-WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
+from ..checkpoints import WEIGHTS_DIR  # noqa: E402
 
 
 def run_train_skullstrip(args: argparse.Namespace) -> int:

@@ -18,7 +18,15 @@ import torch
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from ..checkpoints import (
+    WEIGHTS_DIR,  # noqa: E402
+    save_record,
+)
+from ..data.splits import SPLITS
+from ..data.subjects import SubjectGrid, load_subject_grid
+from ..data.tissue import load_subject_tissue
 from ..io.preprocess import GridSpec
+from ..metrics import mean_class_dice
 from ..models.slice_vae import (
     TISSUE_CLASSES,
     CoherentPPCA,
@@ -28,9 +36,7 @@ from ..models.slice_vae import (
     TissueSegNet,
     vae_loss,
 )
-from .data import SPLITS, SubjectGrid, load_subject_grid, load_subject_tissue
 
-WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 VAE_WEIGHTS = WEIGHTS_DIR / "slice_vae.pt"
 SEGNET_WEIGHTS = WEIGHTS_DIR / "slice_vae_segnet.pt"
 TRAIN_COMMAND = "mentalmap train slicevae"
@@ -86,7 +92,7 @@ class AugmentedSlices(Dataset):
 
 
 def _subjects(split: str, config: SliceVAETrainConfig) -> list[str]:
-    names = SPLITS[split]
+    names = SPLITS[f"nichart_{split}"]
     return names[: config.subjects_limit] if config.subjects_limit else names
 
 
@@ -177,15 +183,15 @@ def train_slice_vae(
         **models,
     }
     out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(payload, out)
+    save_record(out, payload)
     (checkpoint_dir / "vae_metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
 
 
 def grid_spacing_mm(subjects: list[SubjectGrid]) -> list[float]:
     """Mean physical spacing (mm) of the model grid's (pose, row, column) axes over ``subjects``."""
+    from ..data.subjects import subject_files
     from ..io.nifti import read_volume
-    from .data import subject_files
 
     spacings = []
     for s in subjects:
@@ -287,7 +293,7 @@ def train_segnet(
         "command": command,
     }
     out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(payload, out)
+    save_record(out, payload)
     return metrics
 
 
@@ -300,13 +306,3 @@ def segment_volumes(model: TissueSegNet, volumes: np.ndarray, batch_size: int = 
     flat = volumes.reshape(-1, 1, *shape[-2:])
     out = [model(flat[i : i + batch_size]).argmax(1) for i in range(0, len(flat), batch_size)]
     return torch.cat(out).reshape(shape).numpy().astype(np.uint8)
-
-
-def mean_class_dice(predicted: np.ndarray, reference: np.ndarray, classes: tuple[int, ...] = (1, 2, 3)) -> float:
-    """Dice averaged over the foreground tissue classes (pooled over all voxels given)."""
-    scores = []
-    for c in classes:
-        a, b = predicted == c, reference == c
-        denominator = a.sum() + b.sum()
-        scores.append(1.0 if denominator == 0 else 2.0 * (a & b).sum() / denominator)
-    return float(np.mean(scores))

@@ -23,6 +23,9 @@ import torch
 from scipy import ndimage
 from torch.utils.data import DataLoader, Dataset
 
+from ..checkpoints import load_record, save_record
+from ..data.splits import SPLITS
+from ..data.subjects import SubjectGrid, load_split
 from ..io.preprocess import GridSpec
 from ..models.uad_vae import (
     UADVAE,
@@ -32,7 +35,6 @@ from ..models.uad_vae import (
     default_config,
     kl_divergence,
 )
-from .data import SPLITS, SubjectGrid, load_split
 
 UAD_GRID = GridSpec(n_poses=48, size=64, coverage=1.0)
 """Model grid of the anomaly VAEs: the whole brain (not the middle 75 %), 48 x 64 x 64."""
@@ -133,7 +135,7 @@ def train_uad(config: UADTrainConfig, resume: bool = True, subjects: dict | None
     out_dir.mkdir(parents=True, exist_ok=True)
     spec = GridSpec(**config.grid)
     if subjects is None:
-        subjects = {"train": load_split("train", "flair", spec), "val": load_split("val", "flair", spec)}
+        subjects = {"train": load_split("nichart_train", "flair", spec), "val": load_split("nichart_val", "flair", spec)}
     vae_config = config.vae_config()
     config.model = vae_config.to_dict()
     model = UADVAE(vae_config)
@@ -142,7 +144,7 @@ def train_uad(config: UADTrainConfig, resume: bool = True, subjects: dict | None
     state: dict = {"epoch": 0, "history": [], "train_seconds": 0.0}
     last_path = out_dir / "last.pt"
     if resume and last_path.exists():
-        record = torch.load(last_path, map_location="cpu", weights_only=False)
+        record = load_record(last_path)
         model.load_state_dict(record["state_dict"])
         optimizer.load_state_dict(record["optimizer"])
         moving.load_state_dict(record["moving_mean"])
@@ -158,9 +160,7 @@ def train_uad(config: UADTrainConfig, resume: bool = True, subjects: dict | None
         record = {"state_dict": module.state_dict(), "optimizer": optimizer.state_dict(),
                   "moving_mean": moving.state_dict(), "train_state": state,
                   "train_config": asdict(config), "command": command}
-        tmp = last_path.with_suffix(".tmp")
-        torch.save(record, tmp)
-        tmp.replace(last_path)
+        save_record(last_path, record)
 
     started = time.time()
     seconds_before = state["train_seconds"]
@@ -203,17 +203,17 @@ def train_uad(config: UADTrainConfig, resume: bool = True, subjects: dict | None
 
 def export_weights(run_dir: str | Path, path: str | Path, extra: dict | None = None) -> Path:
     """Write the small shipped file (float16 weights + config + split + grid + command) from a run."""
-    record = torch.load(Path(run_dir) / "last.pt", map_location="cpu", weights_only=False)
+    record = load_record(Path(run_dir) / "last.pt")
     train_config = record["train_config"]
     history = record["train_state"]["history"]
     out = {
-        "format": "napari-mentalmap uad v1",
+        "format": "uad_vae",
         "kind": train_config["kind"],
         "config": train_config["model"],
         "grid": train_config["grid"],
         "state_dict": {k: v.to(torch.float16) if v.is_floating_point() else v
                        for k, v in record["state_dict"].items()},
-        "split": {"train": SPLITS["train"], "val": SPLITS["val"]},
+        "split": {"train": SPLITS["nichart_train"], "val": SPLITS["nichart_val"]},
         "train_config": train_config,
         "train_seconds": record["train_state"]["train_seconds"],
         "epochs": record["train_state"]["epoch"],
@@ -225,7 +225,7 @@ def export_weights(run_dir: str | Path, path: str | Path, extra: dict | None = N
     out.update(extra or {})
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(out, path)
+    save_record(path, out)
     return path
 
 
@@ -270,10 +270,10 @@ def validate_healthy_residual(kind: str, log=print, residual_kind: str = "positi
     from ..inference.anomaly import anomaly_map, load_anomaly_model, run_job, weights_path
 
     model = load_anomaly_model(kind, "cpu")
-    residual = healthy_residual(model.model, load_split("train", "flair", model.grid), residual=residual_kind)
+    residual = healthy_residual(model.model, load_split("nichart_train", "flair", model.grid), residual=residual_kind)
     model.record["healthy_residual"] = residual
     model.record["residual"] = residual_kind
-    volumes = [load_test_volume(subject) for subject in SPLITS["val"]]
+    volumes = [load_test_volume(subject) for subject in SPLITS["nichart_val"]]
     scores = {}
     for subtract in (False, True):
         maps = [run_job(anomaly_map(v.image, v.spacing, model, mask=v.mask, residual=residual_kind,
@@ -284,15 +284,15 @@ def validate_healthy_residual(kind: str, log=print, residual_kind: str = "positi
     plain, subtracted = (float(np.mean(list(scores[k].values()))) for k in (False, True))
     keep = subtracted > plain
     path = weights_path(kind)
-    record = torch.load(path, map_location="cpu", weights_only=False)
+    record = load_record(path)
     record.pop("healthy_residual", None)
     record["residual"] = residual_kind
     if keep:
         record["healthy_residual"] = residual.astype(np.float16)
     record["healthy_residual_validation"] = {
-        "subjects": SPLITS["val"], "residual": residual_kind, "plain": scores[False], "subtracted": scores[True],
+        "subjects": SPLITS["nichart_val"], "residual": residual_kind, "plain": scores[False], "subtracted": scores[True],
         "criterion": "mean half/half Dice over paper and wide ranges", "kept": keep}
-    torch.save(record, path)
+    save_record(path, record)
     log(f"{kind}: validation Dice plain {scores[False]} -> minus healthy residual {scores[True]}; "
         f"{'kept' if keep else 'not kept'} in {path}")
     return record["healthy_residual_validation"]

@@ -7,9 +7,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from ..checkpoints import WEIGHTS_DIR  # noqa: E402
 from ..models.uad_vae import KINDS
-
-WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 
 
 def run_train_uad(args: argparse.Namespace) -> int:
