@@ -20,9 +20,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from napari_mentalmap.inference.mental_map import hallucinate, load_bruno, run_to_completion
+from napari_mentalmap.inference.mental_map import (
+    evenly_spaced,
+    hallucinate,
+    load_bruno,
+    run_to_completion,
+)
 from napari_mentalmap.io.nifti import read_volume
-from napari_mentalmap.training.bruno import evenly_spaced
 
 REPO = Path(__file__).resolve().parents[1]
 OPEN_MS_T1 = (REPO / ".." / "shared" / "data" / "open_ms" / "patient07" / "T1.nii.gz").resolve()

@@ -7,10 +7,11 @@ import pytest
 import torch
 
 from napari_mentalmap.data.subjects import SubjectGrid
+from napari_mentalmap.inference.mental_map import evenly_spaced
 from napari_mentalmap.io.preprocess import GridMapping
 from napari_mentalmap.models.bruno import Bruno, BrunoConfig
 from napari_mentalmap.models.flows import FlowConfig
-from napari_mentalmap.training.bruno import TrainConfig, evenly_spaced, train_bruno
+from napari_mentalmap.training.bruno import TrainConfig, train_bruno
 
 
 def _subjects(n: int, seed: int) -> list[SubjectGrid]:

@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy import ndimage
 
-from napari_mentalmap.data.subjects import SubjectGrid
+from napari_mentalmap.data.subjects import SubjectGrid, healthy_weight
 from napari_mentalmap.evaluation.uad import (
     dice_table,
     half_half_protocol,
@@ -34,7 +34,7 @@ from napari_mentalmap.models.uad_vae import (
     default_config,
     kl_divergence,
 )
-from napari_mentalmap.training.uad import UADTrainConfig, export_weights, healthy_weight, train_uad
+from napari_mentalmap.training.uad import UADTrainConfig, export_weights, train_uad
 
 TINY_GRID = GridSpec(n_poses=8, size=16, coverage=1.0)
 
@@ -194,7 +194,7 @@ def test_bad_inputs(tmp_path) -> None:
 
 
 def test_healthy_residual_is_subtracted(tmp_path) -> None:
-    from napari_mentalmap.training.uad import healthy_residual
+    from napari_mentalmap.evaluation.calibration import healthy_residual
 
     train = _synthetic_subjects(2)
     config = UADTrainConfig(kind="dense2d", out_dir=str(tmp_path / "run"), epochs=1, batch_size=4,

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage
 
 from ..io.nifti import Volume, read_volume
 from ..io.preprocess import (
@@ -193,3 +194,11 @@ def load_split(split: str, modality: str = "t1", spec: GridSpec = DEFAULT_GRID) 
 
     subjects = SPLITS[split]
     return [load_subject_grid(s, modality, spec) for s in tqdm(subjects, desc=f"{split} {modality}", leave=False)]
+
+
+def healthy_weight(subject: SubjectGrid) -> np.ndarray:
+    """Loss weight per grid voxel: 0 on (one-voxel dilated) automatic lesions, else 1."""
+    if subject.lesions is None or not subject.lesions.any():
+        return np.ones_like(subject.image, dtype=np.float32)
+    lesions = ndimage.binary_dilation(subject.lesions, iterations=1)
+    return (~lesions).astype(np.float32)

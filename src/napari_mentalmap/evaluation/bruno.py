@@ -23,9 +23,9 @@ import numpy as np
 import torch
 
 from ..data.subjects import SubjectGrid
+from ..inference.mental_map import evenly_spaced
 from ..metrics import slice_cc, slice_ssim
 from ..models.bruno import Bruno
-from ..training.bruno import evenly_spaced
 
 CONTEXT_COUNTS = (1, 3, 5, 9)
 

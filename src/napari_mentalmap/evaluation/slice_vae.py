@@ -83,7 +83,7 @@ class RowResult:
 
 
 def _summarise(key: str, label: str, volumes: np.ndarray, segnet: TissueSegNet, references: np.ndarray) -> RowResult:
-    from ..training.slice_vae import segment_volumes
+    from ..inference.latent import segment_volumes
 
     segmentations = segment_volumes(segnet, volumes)
     scores, per_class = [], []

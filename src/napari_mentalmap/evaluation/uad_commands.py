@@ -47,7 +47,29 @@ def add_uad_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
     parser.add_argument("--out-dir", default=str(Path("results") / "uad"))
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--no-store-thresholds", dest="store_thresholds", action="store_false",
-                        help="do not write the chosen thresholds and metrics into the weights files")
+    parser.add_argument("--store-thresholds", action="store_true",
+                        help="also write the chosen Auto thresholds and metrics into the weights files "
+                             "(a release step; evaluation alone writes only into --out-dir)")
     parser.set_defaults(func=run_eval_uad)
     return parser
+
+
+def add_uad_residual_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``uad-residual`` to the ``eval`` subcommand group."""
+    residual = subparsers.add_parser(
+        "uad-residual", help="healthy mean residual of shipped anomaly VAEs, kept if it helps on validation")
+    residual.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS))
+    residual.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    residual.set_defaults(func=run_uad_residual)
+
+
+def run_uad_residual(args: argparse.Namespace) -> int:
+    """Add the healthy residual to the shipped weights of ``--kinds`` where validation says so."""
+    import torch
+
+    from .calibration import validate_healthy_residual
+
+    torch.set_num_threads(args.threads)
+    for kind in args.kinds:
+        validate_healthy_residual(kind)
+    return 0

@@ -18,7 +18,14 @@ import torch
 from ..checkpoints import WeightsError, load_record, resolve, shipped
 from ..device import pick_device
 from ..io.preprocess import GridMapping, GridSpec, to_model_grid
-from ..models.slice_vae import CoherentPPCA, NaivePrior, PerSliceGaussian, SliceVAE, SliceVAEConfig
+from ..models.slice_vae import (
+    CoherentPPCA,
+    NaivePrior,
+    PerSliceGaussian,
+    SliceVAE,
+    SliceVAEConfig,
+    TissueSegNet,
+)
 
 WEIGHTS = shipped("slice_vae").path
 TRAIN_COMMAND = "mentalmap train slicevae"
@@ -285,3 +292,14 @@ def prepare_volume(
         resized = resize(scaled, (size, size), anti_aliasing=True).astype(np.float32)
         return PreparedVolume(resized[None], None, note)
     raise ValueError(f"expected a 2-D slice or 3-D volume, got shape {data.shape}")
+
+
+@torch.inference_mode()
+def segment_volumes(model: TissueSegNet, volumes: np.ndarray, batch_size: int = 96) -> np.ndarray:
+    """Tissue classes ``(N, P, S, S)`` uint8 of ``(N, P, S, S)`` volumes."""
+    model.eval()
+    volumes = torch.as_tensor(np.asarray(volumes, dtype=np.float32))
+    shape = volumes.shape
+    flat = volumes.reshape(-1, 1, *shape[-2:])
+    out = [model(flat[i : i + batch_size]).argmax(1) for i in range(0, len(flat), batch_size)]
+    return torch.cat(out).reshape(shape).numpy().astype(np.uint8)

@@ -37,6 +37,15 @@ DEFAULT_WEIGHTS = shipped("bruno_t1").path
 Progress = tuple[int, int, str]
 
 
+def evenly_spaced(n_contexts: int, n_poses: int) -> list[int]:
+    """Context poses spread evenly over the stack (centres of equal parts), as the paper."""
+    if n_contexts <= 0:
+        return []
+    if n_contexts >= n_poses:
+        return list(range(n_poses))
+    return sorted({int(round((i + 0.5) * n_poses / n_contexts - 0.5)) for i in range(n_contexts)})
+
+
 @functools.lru_cache(maxsize=4)
 def _load_cached(path: str, device: str, mtime: float) -> tuple[Bruno, dict]:
     model, record = Bruno.load(path, map_location="cpu")

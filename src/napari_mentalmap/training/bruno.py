@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 from ..checkpoints import load_record, save_record
 from ..data.splits import SPLITS
 from ..data.subjects import load_split
+from ..inference.mental_map import evenly_spaced
 from ..io.preprocess import GridSpec
 from ..models.bruno import Bruno, BrunoConfig
 from ..models.flows import dequantize
@@ -63,15 +64,6 @@ def init_pose_norm(model: Bruno, volumes: list[np.ndarray]) -> None:
     with torch.no_grad():
         model.flow.pose_norm.mean.copy_(mean.unsqueeze(1))
     model.flow.pose_norm.set_log_scale(std.log().unsqueeze(1))
-
-
-def evenly_spaced(n_contexts: int, n_poses: int) -> list[int]:
-    """Context poses spread evenly over the stack (centres of equal parts), as the paper."""
-    if n_contexts <= 0:
-        return []
-    if n_contexts >= n_poses:
-        return list(range(n_poses))
-    return sorted({int(round((i + 0.5) * n_poses / n_contexts - 0.5)) for i in range(n_contexts)})
 
 
 @torch.no_grad()

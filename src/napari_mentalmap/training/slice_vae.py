@@ -25,6 +25,7 @@ from ..checkpoints import (
 from ..data.splits import SPLITS
 from ..data.subjects import SubjectGrid, load_subject_grid
 from ..data.tissue import load_subject_tissue
+from ..inference.latent import segment_volumes
 from ..io.preprocess import GridSpec
 from ..metrics import mean_class_dice
 from ..models.slice_vae import (
@@ -295,14 +296,3 @@ def train_segnet(
     out.parent.mkdir(parents=True, exist_ok=True)
     save_record(out, payload)
     return metrics
-
-
-@torch.inference_mode()
-def segment_volumes(model: TissueSegNet, volumes: np.ndarray, batch_size: int = 96) -> np.ndarray:
-    """Tissue classes ``(N, P, S, S)`` uint8 of ``(N, P, S, S)`` volumes."""
-    model.eval()
-    volumes = torch.as_tensor(np.asarray(volumes, dtype=np.float32))
-    shape = volumes.shape
-    flat = volumes.reshape(-1, 1, *shape[-2:])
-    out = [model(flat[i : i + batch_size]).argmax(1) for i in range(0, len(flat), batch_size)]
-    return torch.cat(out).reshape(shape).numpy().astype(np.uint8)

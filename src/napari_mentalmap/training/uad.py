@@ -20,12 +20,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy import ndimage
 from torch.utils.data import DataLoader, Dataset
 
 from ..checkpoints import load_record, save_record
 from ..data.splits import SPLITS
-from ..data.subjects import SubjectGrid, load_split
+from ..data.subjects import SubjectGrid, healthy_weight, load_split
 from ..io.preprocess import GridSpec
 from ..models.uad_vae import (
     UADVAE,
@@ -64,14 +63,6 @@ class UADTrainConfig:
             return VAEConfig.from_dict(self.model)
         spec = GridSpec(**self.grid)
         return default_config(self.kind, spec.n_poses, spec.size)
-
-
-def healthy_weight(subject: SubjectGrid) -> np.ndarray:
-    """Loss weight per grid voxel: 0 on (one-voxel dilated) automatic lesions, else 1."""
-    if subject.lesions is None or not subject.lesions.any():
-        return np.ones_like(subject.image, dtype=np.float32)
-    lesions = ndimage.binary_dilation(subject.lesions, iterations=1)
-    return (~lesions).astype(np.float32)
 
 
 class UADDataset(Dataset):
@@ -229,70 +220,3 @@ def export_weights(run_dir: str | Path, path: str | Path, extra: dict | None = N
     return path
 
 
-def healthy_residual(model: UADVAE, subjects: list[SubjectGrid], erosion: int = 1,
-                     residual: str = "positive") -> np.ndarray:
-    """Voxel-wise mean residual (``max(x - x_hat, 0)`` or ``|x - x_hat|``, see
-    ``inference.anomaly.RESIDUALS``) over healthy FLAIRs on the model grid (float32).
-
-    Averaged over each subject's eroded brain mask with its automatic lesions left out
-    (``healthy_weight``); 0 where no subject has brain.
-    """
-    from ..inference.anomaly import _reconstruct, run_job
-
-    device = next(model.parameters()).device
-    total = np.zeros(subjects[0].image.shape, np.float64)
-    count = np.zeros_like(total)
-    with torch.inference_mode():
-        for subject in subjects:
-            reconstruction = run_job(_reconstruct(model, subject.image, device, 16))
-            weight = ndimage.binary_erosion(subject.mask, iterations=erosion) * healthy_weight(subject)
-            difference = subject.image - reconstruction
-            difference = np.abs(difference) if residual == "absolute" else np.clip(difference, 0.0, None)
-            total += difference * weight
-            count += weight
-    return (total / np.maximum(count, 1.0)).astype(np.float32)
-
-
-def validate_healthy_residual(kind: str, log=print, residual_kind: str = "positive") -> dict:
-    """Compute the healthy residual of the shipped ``kind`` on the training FLAIRs and keep it
-    in the weights only if it raises the validation Dice (Subj18-20 vs ``wml_auto``).
-
-    Criterion: mean of the half/half Dice over the paper's and the wide threshold ranges
-    (the protocol of ``mentalmap eval uad``), with and without the subtraction.
-    """
-    from ..evaluation.uad import (
-        VAE_THRESHOLDS,
-        WIDE_THRESHOLDS,
-        dice_table,
-        half_half_protocol,
-        load_test_volume,
-    )
-    from ..inference.anomaly import anomaly_map, load_anomaly_model, run_job, weights_path
-
-    model = load_anomaly_model(kind, "cpu")
-    residual = healthy_residual(model.model, load_split("nichart_train", "flair", model.grid), residual=residual_kind)
-    model.record["healthy_residual"] = residual
-    model.record["residual"] = residual_kind
-    volumes = [load_test_volume(subject) for subject in SPLITS["nichart_val"]]
-    scores = {}
-    for subtract in (False, True):
-        maps = [run_job(anomaly_map(v.image, v.spacing, model, mask=v.mask, residual=residual_kind,
-                                    subtract_healthy=subtract)).anomaly for v in volumes]
-        truths = [v.truth for v in volumes]
-        scores[subtract] = {name: half_half_protocol(dice_table(maps, truths, thresholds), thresholds)["dice"]
-                            for name, thresholds in (("paper", VAE_THRESHOLDS), ("wide", WIDE_THRESHOLDS))}
-    plain, subtracted = (float(np.mean(list(scores[k].values()))) for k in (False, True))
-    keep = subtracted > plain
-    path = weights_path(kind)
-    record = load_record(path)
-    record.pop("healthy_residual", None)
-    record["residual"] = residual_kind
-    if keep:
-        record["healthy_residual"] = residual.astype(np.float16)
-    record["healthy_residual_validation"] = {
-        "subjects": SPLITS["nichart_val"], "residual": residual_kind, "plain": scores[False], "subtracted": scores[True],
-        "criterion": "mean half/half Dice over paper and wide ranges", "kept": keep}
-    save_record(path, record)
-    log(f"{kind}: validation Dice plain {scores[False]} -> minus healthy residual {scores[True]}; "
-        f"{'kept' if keep else 'not kept'} in {path}")
-    return record["healthy_residual_validation"]

@@ -67,21 +67,4 @@ def add_uad_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
     parser.add_argument("--no-export", action="store_true", help="do not write the shipped weights")
     parser.add_argument("--command-line", default=None, help=argparse.SUPPRESS)
     parser.set_defaults(func=run_train_uad)
-    residual = subparsers.add_parser(
-        "uad-residual", help="healthy mean residual of shipped anomaly VAEs, kept if it helps on validation")
-    residual.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS))
-    residual.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    residual.set_defaults(func=run_uad_residual)
     return parser
-
-
-def run_uad_residual(args: argparse.Namespace) -> int:
-    """Add the healthy residual to the shipped weights of ``--kinds`` where validation says so."""
-    import torch
-
-    from .uad import validate_healthy_residual
-
-    torch.set_num_threads(args.threads)
-    for kind in args.kinds:
-        validate_healthy_residual(kind)
-    return 0
