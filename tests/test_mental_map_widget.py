@@ -128,6 +128,46 @@ def test_mean_and_samples_layers_aligned(qtbot, widget: MentalMapWidget, errors:
                                    np.asarray(source.data_to_world(voxel)), atol=1e-6)
     names = [layer.name for layer in widget.viewer.layers]
     assert names.count("T1 BRUNO mean") == 1 and names.count("T1 BRUNO std") == 1  # replaced, not piled
+    assert tuple(str(u) for u in mean.units) == ("millimeter",) * 3
+    assert mean.axis_labels == source.axis_labels and "axial" in source.axis_labels[0]
+
+
+def test_std_is_zero_on_kept_acquired_slices(qtbot, widget: MentalMapWidget, errors: list[str]) -> None:
+    widget.contexts.evenly_spaced(3)
+    widget.keep_contexts.setChecked(True)
+    _run(qtbot, widget, "samples")
+    assert not errors, errors
+    std = widget.viewer.layers["T1 BRUNO std"].data
+    for context in widget.contexts.slices:
+        assert np.all(std[context] == 0), context
+    others = [s for s in range(std.shape[0]) if s not in widget.contexts.slices]
+    assert std[others].max() > 0  # the missing slices are uncertain
+
+
+def test_results_are_kept_per_input(qtbot, widget: MentalMapWidget, errors: list[str]) -> None:
+    source = widget.viewer.layers["T1"]
+    widget.contexts.evenly_spaced(3)
+    _run(qtbot, widget, "mean")
+    first_mean = widget.viewer.layers["T1 BRUNO mean"]
+    first_data = first_mean.data.copy()
+    widget.viewer.add_image(source.data[:, ::-1].copy(), name="flipped", scale=source.scale,
+                            translate=source.translate, metadata=dict(source.metadata))
+    assert "T1 BRUNO mean" not in [widget.layer_combo.itemText(i) for i in range(widget.layer_combo.count())]
+    widget.layer_combo.setCurrentText("flipped")
+    widget.contexts.evenly_spaced(3)
+    _run(qtbot, widget, "mean")
+    assert not errors, errors
+    # the first image's result is untouched, the second image has its own
+    assert widget.viewer.layers["T1 BRUNO mean"] is first_mean
+    np.testing.assert_array_equal(first_mean.data, first_data)
+    assert widget.viewer.layers["flipped BRUNO mean"].metadata["mentalmap_result"]["source"] == "flipped"
+    # re-running on the first image updates its layer in place
+    widget.layer_combo.setCurrentText("T1")
+    widget.contexts.evenly_spaced(3)
+    _run(qtbot, widget, "mean")
+    names = [layer.name for layer in widget.viewer.layers]
+    assert names.count("T1 BRUNO mean") == 1 and names.count("flipped BRUNO mean") == 1
+    assert widget.viewer.layers["T1 BRUNO mean"] is first_mean
 
 
 def test_prior_and_zero_contexts(qtbot, widget: MentalMapWidget, errors: list[str]) -> None:

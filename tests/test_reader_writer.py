@@ -161,3 +161,62 @@ def test_viewer_open_and_save(make_napari_viewer, tmp_path: Path) -> None:
     saved = nib.load(str(out))
     np.testing.assert_allclose(saved.affine, affine)
     np.testing.assert_allclose(saved.get_fdata(), data, rtol=1e-6)
+
+
+def test_derived_maps_get_clean_headers(tmp_path: Path) -> None:
+    path, data, affine = lps_volume(tmp_path)
+    image = nib.load(str(path))
+    image.header["cal_min"], image.header["cal_max"] = 0, 800
+    image.header.set_xyzt_units("mm", "sec")
+    nib.save(image, str(path))
+    [(array, kwargs, _)] = read_nifti(path)
+    [labels_file] = write_labels(str(tmp_path / "labels.nii.gz"), (array > 50).astype(np.int32), kwargs)
+    [map_file] = write_image(str(tmp_path / "map.nii.gz"), array * 0.5, dict(kwargs, name="T1 anomaly"))
+    labels_header, map_header = nib.load(labels_file).header, nib.load(map_file).header
+    assert labels_header.get_intent()[0] == "label" and map_header.get_intent()[0] == "none"
+    for header in (labels_header, map_header):
+        assert float(header["cal_max"]) == 0 and header.get_xyzt_units() == ("mm", "unknown")
+    assert b"T1 anomaly" in map_header["descrip"].tobytes()
+    samples = np.stack([array, array])
+    [samples_file] = write_image(str(tmp_path / "samples.nii.gz"), samples, kwargs)
+    assert nib.load(samples_file).header.get_xyzt_units() == ("mm", "unknown")  # samples, not seconds
+
+
+@pytest.mark.parametrize("transform", [
+    {"scale": (-1.0, 1.0, 1.0)},
+    {"scale": (1.0, 1.0, 1.0), "rotate": np.array([[1.0, 0, 0], [0, 0.8, -0.6], [0, 0.6, 0.8]])},
+    {"scale": (1.0, 1.0, 1.0), "affine": np.diag([1.0, 1.0, 2.0, 1.0])},
+])
+def test_foreign_layer_is_refused_not_missaved(tmp_path: Path, transform: dict) -> None:
+    from napari_mentalmap._writer import ForeignLayerError
+
+    meta = {"name": "from another reader", "metadata": {}, "translate": (0.0, 0.0, 0.0), **transform}
+    with pytest.raises(ForeignLayerError, match="from another reader.*orientation is unknown"):
+        write_labels(str(tmp_path / "foreign.nii.gz"), np.ones((4, 5, 6), np.uint8), meta)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_new_labels_over_oblique_image_take_its_reference(make_napari_viewer, tmp_path: Path) -> None:
+    """napari's "New labels layer" over a plugin image: no metadata, saved with the image's
+    own (oblique) affine and file axis order, not napari's scale/translate."""
+    data = np.random.default_rng(0).random((10, 12, 14)).astype(np.float32)
+    angle = np.deg2rad(12)
+    rotation = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]])
+    affine = np.eye(4)
+    affine[:3, :3] = rotation @ np.diag([1.5, 1.0, 2.0])
+    affine[:3, 3] = (10.0, -20.0, 5.0)
+    nib.save(nib.Nifti1Image(data, affine), str(tmp_path / "oblique.nii.gz"))
+    viewer = make_napari_viewer()
+    [image] = viewer.open(str(tmp_path / "oblique.nii.gz"), plugin="napari-mentalmap")
+    drawn = np.zeros(image.data.shape, np.uint8)
+    drawn[2:5, 3:7, 4:9] = 1
+    labels = viewer.add_labels(drawn, name="drawn", scale=image.scale, translate=image.translate)
+    assert "mentalmap_volume" not in labels.metadata
+    [written] = write_labels(str(tmp_path / "drawn.nii.gz"), labels.data,
+                             {"name": labels.name, "scale": labels.scale, "translate": labels.translate,
+                              "metadata": labels.metadata})
+    saved = nib.load(written)
+    np.testing.assert_allclose(saved.affine, affine, atol=1e-5)
+    assert saved.shape == data.shape
+    [(again, _, _)] = read_nifti(written)
+    np.testing.assert_array_equal(again, drawn)  # same voxels as drawn, in the image's frame

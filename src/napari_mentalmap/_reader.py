@@ -15,6 +15,19 @@ from .io.nifti import Volume, is_volume_path, read_volume
 LayerDataTuple = tuple[Any, dict[str, Any], str]
 PathLike = str | os.PathLike
 METADATA_KEY = "mentalmap_volume"
+AXIS_LABELS: tuple[str, str, str] = ("axial (I>S)", "coronal (A>P)", "sagittal (R>L)")
+"""Anatomical labels of the canonical axes: the direction in which each index grows."""
+
+
+def geometry_kwargs(spacing, origin, channel_axes: int = 0) -> dict[str, Any]:
+    """napari ``scale``/``translate``/``units``/``axis_labels`` of a canonical (S, P, L) array,
+    with ``channel_axes`` leading non-spatial axes (e.g. samples)."""
+    return {
+        "scale": (1.0,) * channel_axes + tuple(float(s) for s in spacing),
+        "translate": (0.0,) * channel_axes + tuple(float(o) for o in origin),
+        "units": ("pixel",) * channel_axes + ("mm",) * 3,
+        "axis_labels": tuple(f"axis {i}" for i in range(channel_axes)) + AXIS_LABELS,
+    }
 
 
 def napari_get_reader(path: PathLike | Sequence[PathLike]) -> Callable[..., list[LayerDataTuple]] | None:
@@ -57,8 +70,7 @@ def volume_to_layer_data(volume: Volume, name: str | None = None) -> LayerDataTu
     channel_axes = volume.data.ndim - 3
     kwargs: dict[str, Any] = {
         "name": name or (layer_name(volume.source) if volume.source else "volume"),
-        "scale": (1.0,) * channel_axes + tuple(volume.spacing),
-        "translate": (0.0,) * channel_axes + tuple(volume.origin),
+        **geometry_kwargs(volume.spacing, volume.origin, channel_axes),
         "metadata": {METADATA_KEY: volume.metadata()},
     }
     if volume.is_labels:

@@ -1,7 +1,7 @@
-"""Command line: ``mentalmap info|demo|train|eval``.
+"""Command line: ``mentalmap info|demo|predict|train|eval``.
 
-``train`` and ``eval`` come from ``napari_mentalmap.training.commands`` and
-``napari_mentalmap.evaluation.commands``: each module defines ``add_parser(subparsers)``
+``predict``, ``train`` and ``eval`` come from ``napari_mentalmap.predict``,
+``napari_mentalmap.training.commands`` and ``napari_mentalmap.evaluation.commands``: each module defines ``add_parser(subparsers)``
 which adds its subcommand and sets ``func`` (called with the parsed arguments).
 """
 
@@ -19,6 +19,7 @@ from . import __version__
 from .checkpoints import WEIGHTS_DIR  # noqa: E402
 
 SUBCOMMAND_MODULES: tuple[str, ...] = (
+    "napari_mentalmap.predict",
     "napari_mentalmap.training.commands",
     "napari_mentalmap.evaluation.commands",
 )

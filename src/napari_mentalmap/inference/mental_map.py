@@ -226,6 +226,45 @@ def hallucinate(
     )
 
 
+@dataclass
+class InputGridMaps:
+    """A mental map's mean and std on the input's own voxel grid (what the dock shows)."""
+
+    result: MentalMap
+    mean: np.ndarray
+    std: np.ndarray | None  # None when fewer than 2 samples were drawn
+    std_top: float  # 99.9th percentile of the positive std (display range)
+
+
+def on_input_grid(result: MentalMap, volume: np.ndarray, keep_contexts: bool) -> InputGridMaps:
+    """Resample mean and std onto the input grid; with ``keep_contexts`` the acquired slices
+    are put back exactly into the mean and the std is 0 there (they are known)."""
+    acquired = volume if keep_contexts and result.context_slices else None
+    mean = result.to_input_grid(result.mean_grid, 0.0, acquired=acquired)
+    std, top = None, 1.0
+    if result.samples_grid is not None and len(result.samples_grid) > 1:
+        std = result.to_input_grid(result.std_grid, 0.0)
+        if acquired is not None:
+            std[list(result.context_slices)] = 0.0
+        positive = std[std > 0]
+        top = max(float(np.percentile(positive, 99.9)), 1e-6) if positive.size else 1.0
+    return InputGridMaps(result, mean, std, top)
+
+
+def hallucinate_on_input_grid(job: Generator, volume: np.ndarray, keep_contexts: bool) -> Generator:
+    """Drive a :func:`hallucinate` job, then :func:`on_input_grid` (all in the worker thread)."""
+    last = (0, 1, "")
+    while True:
+        try:
+            last = next(job)
+        except StopIteration as stop:
+            result: MentalMap = stop.value
+            break
+        yield last
+    yield last[1], last[1], "resampling onto the input grid"
+    return on_input_grid(result, volume, keep_contexts)
+
+
 def run_to_completion(job: Generator) -> object:
     """Drive a job generator without a GUI and return its result."""
     while True:

@@ -37,6 +37,8 @@ from nibabel.orientations import (
     ornt_transform,
 )
 
+from .atomic import NIFTI_SUFFIXES, save_atomically
+
 CANONICAL_AXCODES: tuple[str, str, str] = ("S", "P", "L")
 """nibabel axis codes of the canonical array (axis 0 -> superior, 1 -> posterior, 2 -> left)."""
 
@@ -44,7 +46,6 @@ DEFAULT_MAX_VOXELS: int = 512**3
 """Largest volume (in voxels, all channels included) read without an explicit larger limit."""
 
 MAX_VOXELS_ENV = "MENTALMAP_MAX_VOXELS"
-NIFTI_SUFFIXES: tuple[str, ...] = (".nii", ".nii.gz", ".mgz")
 MAX_LABEL_VALUES = 256
 _LABEL_NEIGHBOUR_EQUALITY = 0.5
 _OBLIQUE_TOLERANCE = 1e-3
@@ -417,6 +418,7 @@ def write_volume(
     data: np.ndarray,
     reference: Volume | dict[str, Any] | None,
     is_labels: bool | None = None,
+    description: str = "napari-mentalmap",
 ) -> Path:
     """Write a canonical array to ``path`` in the reference file's original orientation.
 
@@ -424,7 +426,9 @@ def write_volume(
     :meth:`Volume.metadata` dict; a dict with only ``scale``/``translate`` (napari) is
     also accepted and then the canonical array is written with an affine built from them.
     A 4-D array is taken as channels-first (as read with ``four_d="channels"``).
-    Suffix ``.nii``/``.nii.gz`` selects NIfTI-1, ``.mgz`` MGH. Returns the path written.
+    Suffix ``.nii``/``.nii.gz`` selects NIfTI-1, ``.mgz`` MGH; NIfTI files get ``description``
+    as ``descrip``, ``NIFTI_INTENT_LABEL`` for labels, no time unit on a 4th (sample) axis and
+    no display window copied from the source. The write is atomic. Returns the path written.
     """
     path = Path(path)
     if not is_volume_path(path):
@@ -475,9 +479,15 @@ def write_volume(
             sform_code = qform_code = 1
         image.set_sform(affine, code=sform_code)
         image.set_qform(affine, code=qform_code)
-        if array.ndim == 4:
-            image.header.set_xyzt_units("mm", "sec")
-    nib.save(image, str(path))
+        # Keep the source's spatial unit; a 4th axis holds samples, never time.
+        spatial_unit = image.header.get_xyzt_units()[0] if nifti_header is not None else "mm"
+        image.header.set_xyzt_units(spatial_unit, "unknown")
+        # A derived map has its own intensity range: do not inherit the source's display window.
+        image.header["cal_min"] = 0
+        image.header["cal_max"] = 0
+        image.header["descrip"] = description.encode("ascii", "replace")[:79]
+        image.header.set_intent("label" if labels else "none")
+    save_atomically(image, path)
     return path
 
 

@@ -32,11 +32,11 @@ from qtpy.QtWidgets import (
 
 from ..inference.brain import auto_brain_mask
 from ..io.preprocess import GridSpec, NoBrainError, plan_grid
+from ._layers import RESULT_KEY, aligned_with
 
 if TYPE_CHECKING:
     import napari
 
-RESULT_KEY = "mentalmap_result"  # metadata key marking layers this plugin derived from an input
 
 
 def parse_indices(text: str) -> list[int]:
@@ -364,11 +364,3 @@ class ContextSlicesWidget(QWidget):
         self.contexts_layer = self.viewer.add_image(
             sparse, name=f"{self.layer.name} contexts", colormap="cyan", blending="additive",
             contrast_limits=tuple(self.layer.contrast_limits), **aligned_with(self.layer, "contexts"))
-
-
-def aligned_with(source, kind: str, copy_metadata: bool = True) -> dict:
-    """Layer kwargs placing a same-shape array over ``source`` (scale, translate, affine, metadata)."""
-    metadata = dict(source.metadata) if copy_metadata else {}
-    metadata[RESULT_KEY] = {"source": source.name, "kind": kind}
-    return {"scale": source.scale, "translate": source.translate, "rotate": source.rotate,
-            "shear": source.shear, "affine": source.affine.affine_matrix, "metadata": metadata}

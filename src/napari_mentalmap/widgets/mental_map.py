@@ -8,13 +8,12 @@ input's voxel grid with its scale/translate/affine and metadata (so File > Save 
 them with the input's affine); "<name> BRUNO samples" stays on the model grid (N x P x S
 x S, 79 MB for 100 samples of the default 48x64x64 grid instead of ~2.9 GB on a 1 mm grid)
 with the scale/translate that places it over the input. Prior jobs (no contexts) give
-"<name> BRUNO prior ..." layers. Re-running replaces the layers of the same kind.
+"<name> BRUNO prior ..." layers. Results are per input: re-running on the same image
+updates its layers in place, another image gets its own.
 """
 
 from __future__ import annotations
 
-from collections.abc import Generator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -37,9 +36,16 @@ from qtpy.QtWidgets import (
 )
 
 from ..device import available_devices
-from ..inference.mental_map import DEFAULT_WEIGHTS, MentalMap, hallucinate
+from ..inference.mental_map import (
+    DEFAULT_WEIGHTS,
+    InputGridMaps,
+    MentalMap,
+    hallucinate,
+    hallucinate_on_input_grid,
+)
+from ._layers import RESULT_KEY, aligned_with, input_images
 from ._worker import JobRunner, report_error
-from .context_slices import RESULT_KEY, ContextSlicesWidget, aligned_with, volume_of
+from .context_slices import ContextSlicesWidget, volume_of
 
 if TYPE_CHECKING:
     import napari
@@ -48,44 +54,13 @@ TITLE = "Mental maps (BRUNO)"
 DEMO_CONTEXTS = 5
 
 
-@dataclass
-class Prepared:
-    """A job's result with the arrays resampled onto the input grid (done in the worker)."""
-
-    result: MentalMap
-    mean: np.ndarray
-    std: np.ndarray | None
-    std_top: float
-
-
-def prepared_job(job: Generator, volume: np.ndarray, keep_contexts: bool) -> Generator:
-    """Run ``hallucinate`` and resample mean/std onto the input grid, all in the worker thread."""
-    last = (0, 1, "")
-    while True:
-        try:
-            last = next(job)
-        except StopIteration as stop:
-            result: MentalMap = stop.value
-            break
-        yield last
-    yield last[1], last[1], "resampling onto the input grid"
-    acquired = volume if keep_contexts and result.context_slices else None
-    mean = result.to_input_grid(result.mean_grid, 0.0, acquired=acquired)
-    std, top = None, 1.0
-    if result.samples_grid is not None and len(result.samples_grid) > 1:
-        std = result.to_input_grid(result.std_grid, 0.0)
-        positive = std[std > 0]
-        top = max(float(np.percentile(positive, 99.9)), 1e-6) if positive.size else 1.0
-    return Prepared(result, mean, std, top)
-
-
 class MentalMapWidget(QWidget):
     """Choose an image and its context slices, then compute BRUNO mean, std and samples."""
 
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.viewer = napari_viewer
-        self.results: dict[str, object] = {}  # kind -> layer added by this widget
+        self.results: dict[tuple[str, str], object] = {}  # (source name, kind) -> layer added by this widget
         self.last_result: MentalMap | None = None
 
         self.layer_combo = QComboBox()
@@ -170,11 +145,9 @@ class MentalMapWidget(QWidget):
         return self.runner.busy or self.contexts.range_pending
 
     def input_layers(self) -> list:
-        """Image layers the user can work on (not this plugin's result layers)."""
-        from napari.layers import Image
-
-        return [layer for layer in self.viewer.layers
-                if isinstance(layer, Image) and RESULT_KEY not in layer.metadata]
+        """Image layers the user can work on (not this plugin's result layers); a layer that
+        is not a 3-D volume is listed so that choosing it explains why it cannot be used."""
+        return input_images(self.viewer, ndim=None)
 
     def refresh_layer_choices(self, event: object = None) -> None:
         """Fill the image combo; keep the current choice, else the active or topmost image."""
@@ -224,7 +197,7 @@ class MentalMapWidget(QWidget):
         n_samples = int(self.n_samples.value())
         spacing = tuple(float(s) for s in layer.scale[-3:])
         keep = self.keep_contexts.isChecked()
-        job = prepared_job(hallucinate(
+        job = hallucinate_on_input_grid(hallucinate(
             volume, spacing, contexts, n_samples=n_samples, temperature=float(self.temperature.value()),
             seed=int(self.seed.value()), device=self.device_combo.currentText(), weights=self.weights(),
             keep_contexts=keep, mask=self.contexts.cached_brain_mask(),
@@ -256,12 +229,13 @@ class MentalMapWidget(QWidget):
         self.contexts.evenly_spaced(DEMO_CONTEXTS)
 
     # --- results ----------------------------------------------------------------------
-    def _put(self, kind: str, name: str, data: np.ndarray, **kwargs):
-        """Show a result: update the previous layer of the same kind in place, else add one.
+    def _put(self, key: tuple[str, str], name: str, data: np.ndarray, **kwargs):
+        """Show a result: update the layer of the same (source, kind) in place, else add one.
 
-        Updating in place is much cheaper for the GUI thread than removing and adding a layer.
+        Results are per input: a run on another image gets its own layers. Updating in place
+        is much cheaper for the GUI thread than removing and adding a layer.
         """
-        old = self.results.get(kind)
+        old = self.results.get(key)
         if old is not None and old in self.viewer.layers and old.ndim == data.ndim:
             old.data = data
             for key in ("scale", "translate", "contrast_limits", "metadata"):
@@ -273,10 +247,10 @@ class MentalMapWidget(QWidget):
             self.viewer.layers.remove(old)
         if name in self.viewer.layers:
             self.viewer.layers.remove(name)
-        self.results[kind] = self.viewer.add_image(data, name=name, **kwargs)
-        return self.results[kind]
+        self.results[key] = self.viewer.add_image(data, name=name, **kwargs)
+        return self.results[key]
 
-    def show_result(self, prepared: Prepared, source, kind: str) -> list:
+    def show_result(self, prepared: InputGridMaps, source, kind: str) -> list:
         """Display steps adding (or updating) the samples / mean / std layers placed over ``source``."""
         result = prepared.result
         self.last_result = result
@@ -287,14 +261,14 @@ class MentalMapWidget(QWidget):
         if kind == "samples" and result.samples_grid is not None:
             scale, translate = result.grid_world_transform(source.scale[-3:], source.translate[-3:])
             steps.append(lambda: self._put(
-                f"{tag}samples", prefix + "samples", result.samples_grid, colormap="gray",
+                (source.name, f"{tag}samples"), prefix + "samples", result.samples_grid, colormap="gray",
                 contrast_limits=limits, scale=(1.0, *scale), translate=(0.0, *translate),
                 metadata={RESULT_KEY: {"source": source.name, "kind": f"{tag}samples"},
                           "mentalmap_grid": result.mapping.to_dict()}).name)
-        steps.append(lambda: self._put(f"{tag}mean", prefix + "mean", prepared.mean, colormap="gray",
+        steps.append(lambda: self._put((source.name, f"{tag}mean"), prefix + "mean", prepared.mean, colormap="gray",
                                        contrast_limits=limits, **aligned_with(source, f"{tag}mean")).name)
         if prepared.std is not None:
             steps.append(lambda: self._put(
-                f"{tag}std", prefix + "std", prepared.std, colormap="inferno", blending="additive", opacity=0.5,
+                (source.name, f"{tag}std"), prefix + "std", prepared.std, colormap="inferno", blending="additive", opacity=0.5,
                 contrast_limits=(0.0, prepared.std_top), **aligned_with(source, f"{tag}std")).name)
         return steps

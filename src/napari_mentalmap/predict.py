@@ -1,0 +1,296 @@
+"""``mentalmap predict anomaly|bruno``: run the models over files without napari.
+
+Inputs are a file, a folder (every ``.nii``/``.nii.gz``/``.mgz`` directly inside) or a
+glob pattern. Every output is written into the output folder (created if missing) on
+the input's own voxel grid with the input's own affine/orientation (``write_volume``
+with the input :class:`~napari_mentalmap.io.nifti.Volume` as reference), except the
+optional BRUNO samples, which stay on the model grid with an affine that places them
+over the input.
+
+A file that fails is reported by name on stderr and skipped; the exit code is 1 when
+any file failed (or none was found). The reader's notes about a file (4-D series: first
+volume used, NaN/Inf voxels replaced) are printed on stderr; a label map (segmentation,
+mask) is refused. Weights are loaded once before any file is processed: a
+:class:`~napari_mentalmap.checkpoints.WeightsError` (missing file, refused pickle payload,
+wrong model), an unknown or unavailable ``--device`` or an output folder that cannot be created or written
+is reported with its message and the command exits with 2 before any file is processed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import sys
+from collections.abc import Generator
+from pathlib import Path
+
+import numpy as np
+
+from .checkpoints import WeightsError
+from .io.atomic import volume_suffix
+from .io.nifti import Volume, is_volume_path, read_volume, write_volume
+
+STD_SAMPLES = 8
+"""Samples drawn for the std map when ``--samples`` asks for fewer than 2."""
+
+EXIT_FILE_FAILED = 1
+EXIT_SETUP_FAILED = 2
+
+
+def volume_stem(path: str | Path) -> str:
+    """File name without its volume suffix (``a.nii.gz`` -> ``a``)."""
+    name = Path(path).name
+    return name[: len(name) - len(volume_suffix(name))]
+
+
+def collect_inputs(spec: str) -> list[Path]:
+    """Volume files named by ``spec``: a file, a folder (its volume files) or a glob."""
+    path = Path(spec)
+    if path.is_dir():
+        return sorted(p for p in path.iterdir() if p.is_file() and is_volume_path(p))
+    if path.is_file():
+        return [path]
+    matches = sorted(Path(p) for p in glob.glob(spec, recursive=True))
+    return [p for p in matches if p.is_file() and is_volume_path(p)]
+
+
+def drain(job: Generator) -> object:
+    """Run a progress generator to its end and return its result."""
+    while True:
+        try:
+            next(job)
+        except StopIteration as stop:
+            return stop.value
+
+
+def parse_contexts(text: str) -> list[int]:
+    """``"20,30,40"`` -> ``[20, 30, 40]``."""
+    try:
+        values = [int(token) for token in text.replace(";", ",").replace(" ", ",").split(",") if token]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"context slices must be integers separated by commas, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError("give at least one context slice")
+    return values
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def read_input(path: Path) -> Volume:
+    """Read one input image; its reader notes go to stderr, a label map is refused."""
+    volume = read_volume(path)
+    if volume.is_labels:
+        n_values = int(np.unique(volume.data).size)
+        raise ValueError(f"{path} looks like a label map (segmentation or mask: {n_values} integer values), "
+                         "not an MRI image")
+    for note in volume.warnings:
+        print(f"{path}: {note}", file=sys.stderr)
+    return volume
+
+
+def prepare_output(out_dir: Path) -> str | None:
+    """Create the output folder; the reason it cannot be used, or None when it can."""
+    if out_dir.exists() and not out_dir.is_dir():
+        return f"output folder {out_dir} is an existing file"
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        return f"cannot create the output folder {out_dir} ({error.strerror or error})"
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        return f"output folder {out_dir} is not writable"
+    return None
+
+
+def grid_affine(volume: Volume, mapping) -> np.ndarray:
+    """Affine (model-grid index -> world) of a model-grid array over ``volume``.
+
+    Grid index ``(p, r, c)`` sits at canonical input voxel ``start + step * index``
+    (axis-aligned, see ``GridMapping``), and the canonical affine maps that to world.
+    """
+    index_to_input = np.eye(4)
+    index_to_input[:3, :3] = np.diag(np.asarray(mapping.step, dtype=float))
+    index_to_input[:3, 3] = np.asarray(mapping.start, dtype=float)
+    return np.asarray(volume.affine, dtype=float) @ index_to_input
+
+
+def evenly_spaced_contexts(first: int, last: int, n: int) -> list[int]:
+    """``n`` slices evenly spread over ``first..last`` (as the context slices widget)."""
+    return sorted({int(round(v)) for v in np.linspace(first, last, n)})
+
+
+# --------------------------------------------------------------------------- runners
+
+
+def _set_threads(args: argparse.Namespace) -> None:
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(int(args.threads))
+
+
+def _process_all(args: argparse.Namespace, label: str, process) -> int:
+    """Run ``process(path, out_dir)`` over every input; report failures by name."""
+    from tqdm.auto import tqdm
+
+    paths = collect_inputs(args.input)
+    if not paths:
+        print(f"mentalmap predict {label}: no .nii/.nii.gz/.mgz files found for {args.input}", file=sys.stderr)
+        return EXIT_FILE_FAILED
+    out_dir = Path(args.output)
+    problem = prepare_output(out_dir)
+    if problem:
+        print(f"mentalmap predict {label}: {problem}; nothing was processed", file=sys.stderr)
+        return EXIT_SETUP_FAILED
+    failed: list[Path] = []
+    for path in tqdm(paths, desc=f"predict {label}", unit="file"):
+        try:
+            written = process(path, out_dir)
+        except Exception as error:  # one bad file must not stop the others
+            failed.append(path)
+            tqdm.write(f"FAILED {path}: {type(error).__name__}: {error}", file=sys.stderr)
+            continue
+        for item in written:
+            tqdm.write(f"wrote {item}")
+    if failed:
+        print(f"{len(failed)} of {len(paths)} file(s) failed: {', '.join(str(p) for p in failed)}",
+              file=sys.stderr)
+        return EXIT_FILE_FAILED
+    return 0
+
+
+def run_anomaly(args: argparse.Namespace) -> int:
+    """``mentalmap predict anomaly``."""
+    from .device import pick_device
+    from .inference.anomaly import anomaly_map, load_anomaly_model
+
+    _set_threads(args)
+    try:
+        device = pick_device(args.device)
+    except (ValueError, RuntimeError) as error:  # unknown or unavailable device
+        print(f"mentalmap predict anomaly: {error}", file=sys.stderr)
+        return EXIT_SETUP_FAILED
+    try:
+        model = load_anomaly_model(args.weights or args.model, device)
+    except WeightsError as error:
+        print(f"mentalmap predict anomaly: {error}", file=sys.stderr)
+        return EXIT_SETUP_FAILED
+
+    def process(path: Path, out_dir: Path) -> list[Path]:
+        volume = read_input(path)
+        result = drain(anomaly_map(volume.data, volume.spacing, model, device=device))
+        for note in result.warnings:
+            print(f"{path}: {note}", file=sys.stderr)
+        return [write_volume(out_dir / f"{volume_stem(path)}_anomaly.nii.gz", result.anomaly, volume,
+                             is_labels=False)]
+
+    return _process_all(args, "anomaly", process)
+
+
+def run_bruno(args: argparse.Namespace) -> int:
+    """``mentalmap predict bruno``."""
+    from .device import pick_device
+    from .inference.brain import auto_brain_mask
+    from .inference.mental_map import hallucinate, load_bruno, on_input_grid
+    from .io.preprocess import GridSpec, plan_grid
+
+    _set_threads(args)
+    try:
+        device = pick_device(args.device)
+    except (ValueError, RuntimeError) as error:  # unknown or unavailable device
+        print(f"mentalmap predict bruno: {error}", file=sys.stderr)
+        return EXIT_SETUP_FAILED
+    try:
+        model, _ = load_bruno(args.weights, device)
+    except WeightsError as error:
+        print(f"mentalmap predict bruno: {error}", file=sys.stderr)
+        return EXIT_SETUP_FAILED
+    spec = GridSpec(**model.config.grid) if model.config.grid else GridSpec(
+        n_poses=model.n_poses, size=model.image_size)
+
+    def process(path: Path, out_dir: Path) -> list[Path]:
+        volume = read_input(path)
+        data = np.nan_to_num(np.asarray(volume.data, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+        mask = auto_brain_mask(data, volume.spacing, device=str(device))
+        if args.contexts is not None:
+            contexts = list(args.contexts)  # hallucinate validates them against the model's range
+        else:
+            first, last = plan_grid(mask, volume.spacing, spec).covered_slices()
+            contexts = evenly_spaced_contexts(first, last, args.n_contexts)
+        # the std needs samples: draw STD_SAMPLES when fewer were asked for (not written then)
+        n_draw = args.samples if args.samples >= 2 else STD_SAMPLES
+        mental = drain(hallucinate(volume.data, volume.spacing, contexts, n_samples=n_draw,
+                                   weights=args.weights, device=str(device), mask=mask))
+        maps = on_input_grid(mental, volume.data, keep_contexts=True)
+        stem = volume_stem(path)
+        written = [
+            write_volume(out_dir / f"{stem}_bruno_mean.nii.gz", maps.mean, volume, is_labels=False,
+                         description="napari-mentalmap BRUNO posterior mean"),
+            write_volume(out_dir / f"{stem}_bruno_std.nii.gz", maps.std, volume, is_labels=False,
+                         description=f"napari-mentalmap BRUNO std of {len(mental.samples_grid)} samples"),
+        ]
+        if args.samples > 0:
+            # (N, P, S, S) on the model grid, canonical axis order: written as-is (channels
+            # last in the file) with the affine that places the grid over the input.
+            written.append(write_volume(out_dir / f"{stem}_bruno_samples.nii.gz", mental.samples_grid[: args.samples],
+                                        {"affine": grid_affine(volume, mental.mapping).tolist()},
+                                        is_labels=False))
+        return written
+
+    return _process_all(args, "bruno", process)
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-i", "--input", required=True, metavar="IN",
+                        help="a volume file, a folder of .nii/.nii.gz/.mgz files, or a glob pattern (quoted)")
+    parser.add_argument("-o", "--output", required=True, metavar="OUT_DIR",
+                        help="output folder (created if missing); nothing is written elsewhere")
+    parser.add_argument("--weights", metavar="F", default=None, help="checkpoint file (default: shipped weights)")
+    parser.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda, cuda:1, mps (default auto)")
+    parser.add_argument("--threads", type=positive_int, default=None, metavar="N",
+                        help="CPU threads for torch (torch.set_num_threads)")
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add ``predict`` with its ``anomaly`` and ``bruno`` subcommands."""
+    from .models.uad_vae import KINDS
+
+    predict = subparsers.add_parser("predict", help="run a model over files: anomaly maps or BRUNO mental maps")
+    kinds = predict.add_subparsers(dest="predict_command", metavar="MODEL")
+
+    anomaly = kinds.add_parser("anomaly", help="anomaly map of each FLAIR (<stem>_anomaly.nii.gz)")
+    _add_common(anomaly)
+    anomaly.add_argument("--model", default="spatial2d", choices=list(KINDS),
+                         help="shipped anomaly model (default spatial2d); --weights overrides it")
+    anomaly.set_defaults(func=run_anomaly)
+
+    bruno = kinds.add_parser("bruno", help="BRUNO mean and std from a few axial slices of each T1 "
+                                           "(<stem>_bruno_mean/_std.nii.gz)")
+    _add_common(bruno)
+    which = bruno.add_mutually_exclusive_group(required=True)
+    which.add_argument("--contexts", type=parse_contexts, metavar="I,J,K",
+                       help="acquired axial slice indices (canonical, inferior to superior), e.g. 20,30,40")
+    which.add_argument("--n-contexts", type=positive_int, metavar="N",
+                       help="N slices evenly spaced over the axial range the model covers")
+    bruno.add_argument("--samples", type=non_negative_int, default=0, metavar="N",
+                       help="also write N samples as <stem>_bruno_samples.nii.gz (4-D, model grid "
+                            "placed over the input); the std uses them when N >= 2, else 8 samples")
+    bruno.set_defaults(func=run_bruno)
+
+    predict.set_defaults(func=lambda args: (predict.print_help(), 1)[1])
+    return predict

@@ -1,0 +1,40 @@
+"""Layer helpers shared by the docks: result tagging, placement over the input, input choices."""
+
+from __future__ import annotations
+
+from typing import Any
+
+RESULT_KEY = "mentalmap_result"
+"""Metadata key marking layers this plugin derived from an input (never offered as inputs)."""
+
+
+def is_result(layer: Any) -> bool:
+    """True for a layer one of the docks made (a result, contexts, samples, labels)."""
+    return RESULT_KEY in (getattr(layer, "metadata", None) or {})
+
+
+def result_source(layer: Any) -> str | None:
+    """Name of the input layer a result layer was made from (None for inputs)."""
+    return ((getattr(layer, "metadata", None) or {}).get(RESULT_KEY) or {}).get("source")
+
+
+def aligned_with(source: Any, kind: str, copy_metadata: bool = True) -> dict[str, Any]:
+    """Layer kwargs placing a same-shape array over ``source``: its full world transform,
+    units and axis labels, and metadata (the reader's, to save it in the input's orientation)
+    tagged as a ``kind`` result of ``source``."""
+    metadata = dict(source.metadata) if copy_metadata else {}
+    metadata[RESULT_KEY] = {"source": source.name, "kind": kind}
+    kwargs = {"scale": source.scale, "translate": source.translate, "rotate": source.rotate,
+              "shear": source.shear, "affine": source.affine.affine_matrix, "metadata": metadata}
+    for key in ("units", "axis_labels"):
+        if getattr(source, key, None) is not None:
+            kwargs[key] = tuple(getattr(source, key))
+    return kwargs
+
+
+def input_images(viewer: Any, ndim: int | None = 3) -> list[Any]:
+    """Image layers of ``viewer`` that are real inputs (not results of a dock), optionally of ``ndim``."""
+    from napari.layers import Image
+
+    return [layer for layer in viewer.layers
+            if isinstance(layer, Image) and not is_result(layer) and (ndim is None or layer.ndim == ndim)]

@@ -1,0 +1,147 @@
+"""write_volume replaces the destination atomically: a failed or killed save never corrupts it."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from napari_mentalmap.io import nifti
+from napari_mentalmap.io.nifti import write_volume
+
+REFERENCE = {"scale": (1.0, 1.0, 1.0), "translate": (0.0, 0.0, 0.0)}
+SHAPE = (128, 128, 128)
+
+
+def labels_volume(seed: int, shape: tuple[int, int, int] = SHAPE) -> np.ndarray:
+    """Random uint8 labels (incompressible, so a gzip save takes a measurable time)."""
+    return np.random.default_rng(seed).integers(0, 256, size=shape, dtype=np.uint8)
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if ".tmp" in p.name)
+
+
+@pytest.mark.parametrize("name", ["seg.nii.gz", "seg.nii", "seg.mgz"])
+def test_failed_save_keeps_previous_file(tmp_path: Path, monkeypatch, name: str) -> None:
+    path = tmp_path / name
+    old = labels_volume(0, (8, 9, 10))
+    write_volume(path, old, REFERENCE, is_labels=True)
+    assert leftovers(tmp_path) == []
+
+    real_save = nib.save
+    seen: list[str] = []
+
+    def half_save(image, filename):
+        seen.append(str(filename))
+        real_save(image, filename)  # the temporary file is complete on disk ...
+        with open(filename, "r+b") as handle:  # ... then cut in half, and the save "crashes"
+            handle.truncate(os.path.getsize(filename) // 2)
+        raise OSError("disk full (simulated)")
+
+    monkeypatch.setattr(nifti.nib, "save", half_save)
+    with pytest.raises(OSError, match="simulated"):
+        write_volume(path, labels_volume(1, (8, 9, 10)), REFERENCE, is_labels=True)
+
+    # The save went to a hidden temporary in the same folder with the real suffix last.
+    assert len(seen) == 1
+    temporary = Path(seen[0])
+    assert temporary.parent == tmp_path
+    assert temporary.name.startswith(".seg.") and temporary.name.endswith(".tmp" + name[3:])
+    # Previous file intact, temporary removed.
+    np.testing.assert_array_equal(np.asanyarray(nib.load(str(path)).dataobj), old)
+    assert leftovers(tmp_path) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+
+
+def test_failed_first_save_leaves_nothing(tmp_path: Path, monkeypatch) -> None:
+    def broken_save(image, filename):
+        Path(filename).write_bytes(b"partial")
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(nifti.nib, "save", broken_save)
+    with pytest.raises(RuntimeError, match="boom"):
+        write_volume(tmp_path / "new.nii.gz", labels_volume(0, (4, 4, 4)), REFERENCE, is_labels=True)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_replace_keeps_mode_and_clears_cal_range(tmp_path: Path) -> None:
+    path = tmp_path / "map.nii"
+    write_volume(path, labels_volume(0, (4, 5, 6)), REFERENCE, is_labels=True)
+    os.chmod(path, 0o640)
+    source = nib.Nifti1Image(np.ones((4, 5, 6), np.float32), np.eye(4))
+    source.header["cal_min"] = 10
+    source.header["cal_max"] = 200
+    reference = dict(REFERENCE, header=source.header.binaryblock, header_format="Nifti1Header")
+    write_volume(path, np.zeros((4, 5, 6), np.float32), reference)
+    image = nib.load(str(path))
+    assert float(image.header["cal_min"]) == 0.0 and float(image.header["cal_max"]) == 0.0
+    if os.name == "posix":
+        assert (os.stat(path).st_mode & 0o777) == 0o640
+    assert leftovers(tmp_path) == []
+
+
+WRITER = textwrap.dedent(
+    """
+    import sys
+    import numpy as np
+    from napari_mentalmap.io.nifti import write_volume
+
+    path = sys.argv[1]
+    seeds = [int(s) for s in sys.argv[2:]]
+    volumes = [np.random.default_rng(s).integers(0, 256, size={shape}, dtype=np.uint8) for s in seeds]
+    reference = {{"scale": (1.0, 1.0, 1.0), "translate": (0.0, 0.0, 0.0)}}
+    print("ready", flush=True)
+    i = 0
+    while True:
+        write_volume(path, volumes[i % len(volumes)], reference, is_labels=True)
+        i += 1
+    """
+).format(shape=SHAPE)
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
+def test_killed_writer_never_corrupts_file(tmp_path: Path) -> None:
+    path = tmp_path / "labels.nii.gz"
+    old = labels_volume(0)
+    new_seeds = (1, 2)
+    candidates = [old] + [labels_volume(s) for s in new_seeds]
+    write_volume(path, old, REFERENCE, is_labels=True)
+
+    rng = random.Random(1234)
+    seen = set()
+    for _ in range(8):
+        process = subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(path), *map(str, new_seeds)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert process.stdout is not None
+            assert process.stdout.readline().strip() == "ready"
+            time.sleep(rng.uniform(0.05, 0.6))
+        finally:
+            process.send_signal(signal.SIGKILL)
+            process.wait(timeout=30)
+            if process.stdout is not None:
+                process.stdout.close()
+        assert process.returncode == -signal.SIGKILL
+
+        image = nib.load(str(path))
+        data = np.asanyarray(image.dataobj)
+        assert data.shape == SHAPE and data.dtype == np.uint8
+        matches = [i for i, candidate in enumerate(candidates) if np.array_equal(data, candidate)]
+        assert matches, "file after a killed save is neither the old nor a new volume"
+        seen.add(matches[0])
+    # Killed temporaries may remain (SIGKILL cannot be cleaned up) but are hidden and distinct.
+    for name in leftovers(tmp_path):
+        assert name.startswith(".labels.") and name.endswith(".tmp.nii.gz")

@@ -1,0 +1,103 @@
+"""``mentalmap predict anomaly|bruno`` on the shipped sample with the shipped weights."""
+
+from __future__ import annotations
+
+import pathlib
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from napari_mentalmap import cli
+
+SAMPLES = Path(__file__).resolve().parents[1] / "sample_data"
+FLAIR = SAMPLES / "patient07_FLAIR_2mm.nii.gz"
+T1 = SAMPLES / "patient07_T1_2mm.nii.gz"
+
+
+def _same_grid(output: Path, reference: Path) -> None:
+    out, ref = nib.load(str(output)), nib.load(str(reference))
+    assert out.shape == ref.shape
+    assert np.allclose(out.affine, ref.affine)
+
+
+def test_predict_anomaly_folder_with_a_truncated_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    shutil.copy(FLAIR, inputs / "a_FLAIR.nii.gz")
+    shutil.copy(FLAIR, inputs / "b_FLAIR.nii.gz")
+    (inputs / "broken.nii.gz").write_bytes(FLAIR.read_bytes()[:200])
+    out = tmp_path / "out" / "nested"
+
+    code = cli.main(["predict", "anomaly", "-i", str(inputs), "-o", str(out), "--device", "cpu", "--threads", "2"])
+
+    assert code != 0
+    assert "broken.nii.gz" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["a_FLAIR_anomaly.nii.gz", "b_FLAIR_anomaly.nii.gz"]
+    for name in ("a_FLAIR", "b_FLAIR"):
+        output = out / f"{name}_anomaly.nii.gz"
+        _same_grid(output, FLAIR)
+        assert np.isfinite(np.asanyarray(nib.load(str(output)).dataobj)).all()
+
+
+def test_predict_bruno_contexts(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    code = cli.main(["predict", "bruno", "-i", str(T1), "-o", str(out), "--contexts", "20,30,40",
+                     "--device", "cpu", "--threads", "2"])
+    assert code == 0
+    stem = "patient07_T1_2mm"
+    assert sorted(p.name for p in out.iterdir()) == [f"{stem}_bruno_mean.nii.gz", f"{stem}_bruno_std.nii.gz"]
+    for kind in ("mean", "std"):
+        _same_grid(out / f"{stem}_bruno_{kind}.nii.gz", T1)
+
+
+class _Payload:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (pathlib.Path.touch, (pathlib.Path(self.marker),))
+
+
+@pytest.mark.parametrize("command", [["anomaly"], ["bruno", "--contexts", "20,30,40"]])
+def test_predict_refuses_pickle_payload_weights(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                command: list[str]) -> None:
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pt"
+    torch.save({"state_dict": {}, "config": _Payload(marker)}, evil)
+    out = tmp_path / "out"
+
+    code = cli.main(["predict", *command, "-i", str(FLAIR), "-o", str(out), "--weights", str(evil),
+                     "--device", "cpu"])
+
+    assert code != 0
+    assert str(evil) in capsys.readouterr().err
+    assert not marker.exists()
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_predict_bruno_n_contexts_and_samples_placed_over_input(tmp_path: Path) -> None:
+    from scipy import ndimage
+
+    out = tmp_path / "out"
+    code = cli.main(["predict", "bruno", "-i", str(SAMPLES / "*T1*.nii.gz"), "-o", str(out), "--n-contexts", "5",
+                     "--samples", "2", "--device", "cpu", "--threads", "2"])
+    assert code == 0
+    stem = "patient07_T1_2mm"
+    mean = nib.load(str(out / f"{stem}_bruno_mean.nii.gz"))
+    samples = nib.load(str(out / f"{stem}_bruno_samples.nii.gz"))
+    _same_grid(out / f"{stem}_bruno_mean.nii.gz", T1)
+    assert samples.ndim == 4 and samples.shape[-1] == 2
+    # The samples' affine must put the model grid over the input: resampled onto the
+    # input grid, their average matches the written mean.
+    to_samples = np.linalg.inv(samples.affine) @ mean.affine
+    average = np.asanyarray(samples.dataobj).mean(-1)
+    mean_data = np.asanyarray(mean.dataobj)
+    resampled = ndimage.affine_transform(average, to_samples[:3, :3], to_samples[:3, 3],
+                                         output_shape=mean_data.shape, order=1, cval=np.nan)
+    inside = np.isfinite(resampled) & (mean_data != 0)
+    assert inside.sum() > 10_000
+    assert np.corrcoef(resampled[inside], mean_data[inside])[0, 1] > 0.8
