@@ -35,11 +35,11 @@ def test_widget_compute_slider_dice(make_napari_viewer, qtbot, tiny_weights) -> 
     viewer.add_labels(truth, name="truth", scale=(2.0, 1.5, 1.5), translate=(10, 20, 30))
     widget = AnomalyWidget(viewer)
     widget.weights["dense3d"] = tiny_weights
-    widget.model_combo.setCurrentText("dense3d")
+    widget.model_combo.setCurrentIndex(widget.model_combo.findData("dense3d"))
     assert widget.layer_combo.currentText() == "FLAIR"
 
     widget.compute()
-    qtbot.waitUntil(lambda: widget.labels_layer is not None and widget.worker is None, timeout=30_000)
+    qtbot.waitUntil(lambda: widget.labels_layer is not None and not widget.busy, timeout=30_000)
     image, labels = widget.image_layer, widget.labels_layer
     assert image.blending == "additive" and image.data.shape == flair.data.shape
     for layer in (image, labels):
@@ -84,7 +84,7 @@ def test_widget_compute_slider_dice(make_napari_viewer, qtbot, tiny_weights) -> 
     n_layers = len(viewer.layers)
     widget.residual_combo.setCurrentIndex(widget.residual_combo.findData("absolute"))
     widget.compute()
-    qtbot.waitUntil(lambda: widget.worker is None, timeout=30_000)
+    qtbot.waitUntil(lambda: not widget.busy, timeout=30_000)
     assert len(viewer.layers) == n_layers
     assert (widget.image_layer.data >= positive - 1e-6).all() and widget.image_layer.data.sum() > positive.sum()
     assert not widget.auto_button.isEnabled()
@@ -96,16 +96,129 @@ def test_widget_bad_inputs(make_napari_viewer, qtbot, tiny_weights) -> None:
     viewer = make_napari_viewer()
     widget = AnomalyWidget(viewer)
     widget.weights["dense3d"] = tiny_weights
+    widget.model_combo.setCurrentIndex(widget.model_combo.findData("dense3d"))
     widget.compute()  # no layer: a notification, no crash
     assert widget.worker is None
     viewer.add_image(_volume(), name="sample T1")
     widget.refresh_layer_choices()
     widget.layer_combo.setCurrentText("sample T1")
     widget.compute()  # a T1 still runs, with a warning
-    qtbot.waitUntil(lambda: widget.worker is None, timeout=30_000)
+    qtbot.waitUntil(lambda: not widget.busy, timeout=30_000)
     assert widget.labels_layer is not None and "T1" in widget.status.text()
     viewer.add_image(np.zeros((20, 24, 24), np.float32), name="empty FLAIR")
     widget.layer_combo.setCurrentText("empty FLAIR")
     widget.compute()
-    qtbot.waitUntil(lambda: widget.worker is None, timeout=30_000)
-    assert "error" in widget.status.text()
+    qtbot.waitUntil(lambda: not widget.busy, timeout=30_000)
+    assert "failed" in widget.status.text()
+
+
+def _compute(qtbot, widget) -> None:
+    assert widget.compute() is not None
+    qtbot.waitUntil(lambda: not widget.busy, timeout=30_000)
+
+
+def test_edits_survive_slider_auto_recompute_and_save(make_napari_viewer, qtbot, tmp_path) -> None:
+    """Painted and erased voxels are the user's: the threshold, Auto and a re-computation only
+    change the proposal around them; Reset drops them; Dice and the saved file include them."""
+    from napari_mentalmap._writer import write_labels
+    from napari_mentalmap.widgets.anomaly import INTENSITY_METHOD, AnomalyWidget
+
+    viewer = make_napari_viewer()
+    viewer.add_image(_volume(), name="FLAIR", scale=(2.0, 1.5, 1.5))
+    truth = np.zeros((20, 24, 24), np.uint8)
+    truth[7:13, 8:14, 8:14] = 1
+    viewer.add_labels(truth, name="truth", scale=(2.0, 1.5, 1.5))
+    widget = AnomalyWidget(viewer)
+    assert widget.model_combo.currentData() == INTENSITY_METHOD  # the default method
+    _compute(qtbot, widget)
+    labels = widget.labels_layer
+    widget.threshold_slider.setValue(0.745)
+    proposal_before = labels.data.copy()
+    # the user paints 21 voxels with a new label and erases part of a proposed component
+    painted = (slice(2, 3), slice(1, 8), slice(1, 4))
+    labels.data[painted] = 7
+    erased = np.argwhere(proposal_before > 0)[:5]
+    for index in erased:
+        labels.data[tuple(index)] = 0
+    for threshold in (0.5, 0.9, 0.6):
+        widget.threshold_slider.setValue(threshold)
+        assert (labels.data[painted] == 7).all()
+        assert all(labels.data[tuple(i)] == 0 for i in erased)
+    assert "26 voxels edited" in widget.timing_label.text()
+    widget.auto_button.click()
+    assert (labels.data[painted] == 7).all()
+
+    # live Dice counts the edits
+    widget.truth_combo.setCurrentText("truth")
+    predicted = labels.data > 0
+    expected = 2 * (predicted & (truth > 0)).sum() / (predicted.sum() + truth.sum())
+    assert widget.dice_label.text() == f"Dice: {expected:.3f}"
+
+    # a re-computation on the same image keeps the layer, its array and the edits
+    _compute(qtbot, widget)
+    assert widget.labels_layer is labels and (labels.data[painted] == 7).all()
+    assert [layer.name for layer in viewer.layers].count("FLAIR anomaly labels") == 1
+
+    # saved with the edits
+    [written] = write_labels(str(tmp_path / "edited.nii.gz"), labels.data,
+                             {"name": labels.name, "scale": labels.scale, "translate": labels.translate,
+                              "metadata": labels.metadata})
+    import nibabel as nib
+    saved = np.asarray(nib.load(written).dataobj)
+    assert (saved == 7).sum() == 21
+
+    widget.reset_button.click()
+    assert not (labels.data == 7).any()
+    np.testing.assert_array_equal(labels.data > 0, widget.current.labels.proposal.labels > 0)
+
+
+def test_results_per_input_and_only_inputs_listed(make_napari_viewer, qtbot) -> None:
+    from napari_mentalmap.widgets.anomaly import AnomalyWidget
+
+    viewer = make_napari_viewer()
+    viewer.add_image(_volume(), name="FLAIR A")
+    widget = AnomalyWidget(viewer)
+    _compute(qtbot, widget)
+    first = viewer.layers["FLAIR A anomaly labels"]
+    first.data[0, 0, 0] = 3  # an edit on A
+    items = [widget.layer_combo.itemText(i) for i in range(widget.layer_combo.count())]
+    assert items == ["FLAIR A"]  # the dock's own results are not inputs
+    viewer.add_image(_volume()[:, ::-1].copy(), name="FLAIR B")
+    assert widget.layer_combo.currentText() in ("FLAIR A", "FLAIR B")
+    widget.layer_combo.setCurrentText("FLAIR B")
+    assert not widget.threshold_slider.isEnabled()  # B has no result yet
+    _compute(qtbot, widget)
+    assert viewer.layers["FLAIR A anomaly labels"] is first and first.data[0, 0, 0] == 3
+    assert viewer.layers["FLAIR B anomaly labels"] is widget.labels_layer
+    # the slider acts on the chosen image's labels only
+    widget.threshold_slider.setValue(widget.threshold_slider.maximum())
+    assert widget.labels_layer.data.max() == 0 and first.data.max() > 0
+    widget.layer_combo.setCurrentText("FLAIR A")
+    assert widget.labels_layer is first and widget.threshold_slider.isEnabled()
+
+
+def test_cancel_adds_nothing_and_second_job_is_refused(make_napari_viewer, qtbot, monkeypatch) -> None:
+    import time
+
+    from napari_mentalmap.widgets import anomaly as anomaly_widget
+
+    def slow_job(*args, **kwargs):
+        for i in range(200):
+            time.sleep(0.02)
+            yield i, 200, "working"
+        raise AssertionError("should have been cancelled")
+
+    monkeypatch.setattr(anomaly_widget, "anomaly_job", slow_job)
+    shown: list[str] = []
+    monkeypatch.setattr("napari.utils.notifications.show_error", shown.append)
+    viewer = make_napari_viewer()
+    viewer.add_image(_volume(), name="FLAIR")
+    widget = anomaly_widget.AnomalyWidget(viewer)
+    n_layers = len(viewer.layers)
+    assert widget.compute() is not None
+    qtbot.waitUntil(lambda: "working" in widget.status.text(), timeout=10_000)
+    assert widget.compute() is None and "already running" in shown[-1]
+    widget.cancel_button.click()
+    qtbot.waitUntil(lambda: not widget.busy, timeout=10_000)
+    assert len(viewer.layers) == n_layers and "cancelled" in widget.status.text()
+    assert widget.compute_button.isEnabled()

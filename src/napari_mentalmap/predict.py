@@ -22,12 +22,12 @@ import argparse
 import glob
 import os
 import sys
-from collections.abc import Generator
 from pathlib import Path
 
 import numpy as np
 
 from .checkpoints import WeightsError
+from .inference.jobs import run_to_completion
 from .io.atomic import volume_suffix
 from .io.nifti import Volume, is_volume_path, read_volume, write_volume
 
@@ -53,15 +53,6 @@ def collect_inputs(spec: str) -> list[Path]:
         return [path]
     matches = sorted(Path(p) for p in glob.glob(spec, recursive=True))
     return [p for p in matches if p.is_file() and is_volume_path(p)]
-
-
-def drain(job: Generator) -> object:
-    """Run a progress generator to its end and return its result."""
-    while True:
-        try:
-            next(job)
-        except StopIteration as stop:
-            return stop.value
 
 
 def parse_contexts(text: str) -> list[int]:
@@ -190,7 +181,7 @@ def run_anomaly(args: argparse.Namespace) -> int:
 
     def process(path: Path, out_dir: Path) -> list[Path]:
         volume = read_input(path)
-        result = drain(anomaly_map(volume.data, volume.spacing, model, device=device))
+        result = run_to_completion(anomaly_map(volume.data, volume.spacing, model, device=device))
         for note in result.warnings:
             print(f"{path}: {note}", file=sys.stderr)
         return [write_volume(out_dir / f"{volume_stem(path)}_anomaly.nii.gz", result.anomaly, volume,
@@ -231,7 +222,7 @@ def run_bruno(args: argparse.Namespace) -> int:
             contexts = evenly_spaced_contexts(first, last, args.n_contexts)
         # the std needs samples: draw STD_SAMPLES when fewer were asked for (not written then)
         n_draw = args.samples if args.samples >= 2 else STD_SAMPLES
-        mental = drain(hallucinate(volume.data, volume.spacing, contexts, n_samples=n_draw,
+        mental = run_to_completion(hallucinate(volume.data, volume.spacing, contexts, n_samples=n_draw,
                                    weights=args.weights, device=str(device), mask=mask))
         maps = on_input_grid(mental, volume.data, keep_contexts=True)
         stem = volume_stem(path)

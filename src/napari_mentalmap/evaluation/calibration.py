@@ -80,3 +80,18 @@ def validate_healthy_residual(kind: str, log=print, residual_kind: str = "positi
     log(f"{kind}: validation Dice plain {scores[False]} -> minus healthy residual {scores[True]}; "
         f"{'kept' if keep else 'not kept'} in {path}")
     return record["healthy_residual_validation"]
+
+
+def validation_intensity_threshold(log=print) -> float:
+    """The intensity baseline's Auto threshold: best mean Dice over the validation FLAIRs
+    (Subj18-20 against ``wml_auto``), never the manual-label test sets
+    (``mentalmap eval uad-baseline-threshold``; stored as ``INTENSITY_AUTO_THRESHOLD``)."""
+    from ..inference.anomaly import INTENSITY_MEDIAN_AT
+    from .uad import BASELINE_THRESHOLDS, dice_table, intensity_baseline, load_test_volume
+
+    volumes = [load_test_volume(subject) for subject in SPLITS["nichart_val"]]
+    maps = [intensity_baseline(v, median_at=INTENSITY_MEDIAN_AT) for v in volumes]
+    dices = dice_table(maps, [v.truth for v in volumes], BASELINE_THRESHOLDS).mean(axis=0)
+    best = float(BASELINE_THRESHOLDS[int(np.argmax(dices))])
+    log(f"validation ({', '.join(SPLITS['nichart_val'])}): best threshold {best} (mean Dice {dices.max():.3f})")
+    return best

@@ -37,12 +37,10 @@ from ..inference.anomaly import (
     AnomalyModel,
     LabelUpdater,
     anomaly_map,
-    brain_erosion,
-    median_filtered,
+    intensity_score,
     run_job,
 )
 from ..io.nifti import read_volume
-from ..io.preprocess import intensity_range, normalize_intensity
 from ..io.resample import resample_to_reference
 from ..metrics import average_precision, dice, roc_auc
 
@@ -115,15 +113,8 @@ def half_half_protocol(dices: np.ndarray, thresholds: Sequence[float]) -> dict:
 
 def intensity_baseline(volume: TestVolume, erosion_mm: float = 3.0, median_at: float | None = None,
                        median_size: int = DEFAULT_MEDIAN_SIZE) -> np.ndarray:
-    """The normalised FLAIR intensity inside the eroded brain mask (the baseline's 'map').
-
-    Normalised as the VAEs' input (percentiles 0.5 / 99.5 -> 0 / 1), or with ``median_at``
-    so that the brain's median maps there (the 99.5th percentile moves with the lesion load);
-    median-filtered like the VAE maps.
-    """
-    value_range = intensity_range(volume.image, volume.mask, median_at=median_at)
-    normalised = normalize_intensity(volume.image, volume.mask, value_range=value_range)
-    return median_filtered(normalised * brain_erosion(volume.mask, volume.spacing, erosion_mm), median_size)
+    """The baseline's map: :func:`inference.anomaly.intensity_score` (what the dock runs)."""
+    return intensity_score(volume.image, volume.spacing, volume.mask, erosion_mm, median_at, median_size)
 
 
 def evaluate_maps(name: str, maps: dict[str, np.ndarray], volumes: dict[str, TestVolume],

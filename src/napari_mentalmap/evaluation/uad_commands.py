@@ -73,3 +73,21 @@ def run_uad_residual(args: argparse.Namespace) -> int:
     for kind in args.kinds:
         validate_healthy_residual(kind)
     return 0
+
+
+def add_uad_baseline_threshold_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``uad-baseline-threshold`` to the ``eval`` subcommand group."""
+    parser = subparsers.add_parser(
+        "uad-baseline-threshold", help="the intensity baseline's Auto threshold, chosen on validation")
+    parser.set_defaults(func=run_uad_baseline_threshold)
+
+
+def run_uad_baseline_threshold(args: argparse.Namespace) -> int:
+    """Print the validation threshold of the intensity baseline and whether the shipped constant matches."""
+    from ..inference.anomaly import INTENSITY_AUTO_THRESHOLD
+    from .calibration import validation_intensity_threshold
+
+    best = validation_intensity_threshold()
+    print(f"shipped INTENSITY_AUTO_THRESHOLD = {INTENSITY_AUTO_THRESHOLD}"
+          + ("" if abs(best - INTENSITY_AUTO_THRESHOLD) < 1e-9 else "  (differs: update it)"))
+    return 0

@@ -8,10 +8,9 @@ default) or ``|x - x_hat|`` (the paper's) x the eroded brain mask, minus the hea
 residual stored with the weights, if any. It stops cleanly between batches when the
 consumer stops iterating (a napari worker's ``quit``).
 
-``threshold_labels`` / :class:`LabelUpdater`: threshold -> connected components under a
-minimum size removed -> labels; the updater gives the same labels for a live slider:
-it labels only the bounding box of the voxels above the threshold into reused buffers
-and updates one labels array in place.
+``intensity_anomaly_map`` is the intensity baseline as a method with the same interface:
+the FLAIR normalised with its brain median at 0.5, x the eroded mask, median-filtered.
+Thresholding into labels lives in :mod:`.labels`.
 """
 
 from __future__ import annotations
@@ -31,15 +30,18 @@ from ..io.preprocess import (
     GridSpec,
     ModelGridVolume,
     bounding_box,
+    intensity_range,
+    normalize_intensity,
     resample_from_grid,
     to_model_grid,
 )
 from ..models.uad_vae import KINDS, UADVAE, VAEConfig
 from .brain import auto_brain_mask
+from .jobs import Progress
+from .jobs import run_to_completion as run_job  # noqa: F401 (re-exported for the evaluation)
+from .labels import DEFAULT_MIN_SIZE, LabelUpdater, remove_small, threshold_labels  # noqa: F401 (re-exported)
 
-DEFAULT_MIN_SIZE = 10
 DEFAULT_MEDIAN_SIZE = 3
-Progress = tuple[int, int, str]
 
 
 def weights_path(kind: str) -> Path:
@@ -108,8 +110,8 @@ class AnomalyResult:
 
     anomaly: np.ndarray  # input shape, float32, 0 outside the (eroded) brain
     brain_mask: np.ndarray  # input shape, bool
-    grid: ModelGridVolume
-    reconstruction: np.ndarray  # model grid
+    grid: ModelGridVolume | None  # None for the intensity method (no model grid)
+    reconstruction: np.ndarray | None  # model grid
     warnings: list[str] = field(default_factory=list)
 
 
@@ -240,6 +242,45 @@ def anomaly_map(
     return AnomalyResult(anomaly.astype(np.float32, copy=False), mask, grid, reconstruction, notes)
 
 
+INTENSITY_METHOD = "FLAIR intensity (baseline)"
+"""The intensity baseline offered in the dock and the CLI beside the VAEs."""
+INTENSITY_MEDIAN_AT = 0.5
+INTENSITY_AUTO_THRESHOLD = 0.745
+"""Auto threshold of the intensity method, chosen on the validation FLAIRs (Subj18-20 vs
+``wml_auto``) by ``mentalmap eval uad-baseline-threshold``; never on a test set."""
+
+
+def intensity_score(volume: np.ndarray, spacing: tuple[float, float, float], mask: np.ndarray,
+                    erosion_mm: float = 3.0, median_at: float | None = INTENSITY_MEDIAN_AT,
+                    median_size: int = DEFAULT_MEDIAN_SIZE) -> np.ndarray:
+    """The normalised FLAIR intensity x the eroded brain mask, median-filtered like the VAE maps.
+
+    With ``median_at`` the brain's median maps there and its 99.5th percentile to 1 (robust
+    across scanners and lesion loads); None: percentiles 0.5 / 99.5 -> 0 / 1.
+    """
+    value_range = intensity_range(volume, mask, median_at=median_at)
+    normalised = normalize_intensity(volume, mask, value_range=value_range)
+    return median_filtered(normalised * brain_erosion(mask, spacing, erosion_mm), median_size).astype(np.float32)
+
+
+def intensity_anomaly_map(volume: np.ndarray, spacing: tuple[float, float, float],
+                          mask: np.ndarray | None = None, device: str | torch.device | None = None,
+                          erosion_mm: float = 3.0) -> Generator[Progress, None, AnomalyResult]:
+    """The intensity baseline as a job with the interface of :func:`anomaly_map`."""
+    volume = np.asarray(volume, dtype=np.float32)
+    if volume.ndim != 3:
+        raise ValueError(f"expected a 3-D volume, got shape {volume.shape}")
+    yield 0, 2, "brain mask"
+    if mask is None:
+        target = device if isinstance(device, torch.device) else pick_device(device or "auto")
+        mask = auto_brain_mask(volume, spacing, device=target.type)
+    mask = np.asarray(mask, dtype=bool)
+    yield 1, 2, "normalising intensities"
+    anomaly = intensity_score(volume, spacing, mask, erosion_mm)
+    yield 2, 2, "done"
+    return AnomalyResult(anomaly, mask, None, None, [])
+
+
 def modality_warning(name: str) -> str | None:
     """A warning when a layer or file name says it is not a FLAIR (e.g. ``sample T1``).
 
@@ -256,112 +297,3 @@ def modality_warning(name: str) -> str | None:
         return (f"{name!r} looks like a {sorted(other)[0].upper()} image: the anomaly VAEs were trained "
                 "on FLAIR, so the map and labels are unlikely to mean much")
     return None
-
-
-def run_job(job: Generator) -> object:
-    """Run a progress generator to the end and return its value (CLI, tests)."""
-    try:
-        while True:
-            next(job)
-    except StopIteration as stop:
-        return stop.value
-
-
-def remove_small(binary: np.ndarray, min_size: int = DEFAULT_MIN_SIZE) -> np.ndarray:
-    """Label connected components (face connectivity) and drop those under ``min_size``.
-
-    Returns int32 labels (0 = background, components renumbered 1..n).
-    """
-    labels, n = ndimage.label(binary)
-    if n == 0:
-        return labels.astype(np.int32)
-    sizes = np.bincount(labels.ravel())
-    keep = sizes >= max(int(min_size), 1)
-    keep[0] = False
-    if keep[1:].all():
-        return labels.astype(np.int32, copy=False)
-    relabel = np.zeros(n + 1, dtype=np.int32)
-    relabel[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
-    return relabel[labels]
-
-
-def threshold_labels(anomaly: np.ndarray, threshold: float, min_size: int = DEFAULT_MIN_SIZE) -> np.ndarray:
-    """Lesion components of ``anomaly > threshold`` with at least ``min_size`` voxels (int32 labels)."""
-    return remove_small(np.asarray(anomaly) > threshold, min_size)
-
-
-class LabelUpdater:
-    """Fast repeated ``threshold_labels`` on one anomaly map (for a live slider).
-
-    Gives exactly the labels of ``threshold_labels`` (same numbering). Per-axis maxima are
-    precomputed, so each update labels only the bounding box of the voxels above the
-    threshold, into reused buffers, and writes the result into one labels array in place
-    (a napari Labels layer showing it only needs a refresh). The counts needed for a live
-    Dice come for free: ``n_labelled`` voxels in ``n_components`` components.
-    """
-
-    def __init__(self, anomaly: np.ndarray):
-        self.anomaly = np.ascontiguousarray(anomaly, dtype=np.float32)
-        self.profiles = [self.anomaly.max(axis=tuple(a for a in range(self.anomaly.ndim) if a != axis))
-                         for axis in range(self.anomaly.ndim)]
-        self.labels = np.empty(self.anomaly.shape, dtype=np.int32)
-        self.labels.fill(0)  # touches every page now (np.zeros would defer that to the first update)
-        self._box: tuple[slice, ...] | None = None
-        self._above = np.empty(0, bool)  # flat work buffers, grown on demand and reused
-        self._work = np.empty(0, np.int32)
-        widest = self.box(0.0)
-        if widest is not None:  # allocate and touch them now, not on the slider's first move
-            size = int(np.prod([s.stop - s.start for s in widest]))
-            self._above, self._work = np.ones(size, bool), np.ones(size, np.int32)
-        self.n_components = 0
-        self.n_labelled = 0
-
-    def box(self, threshold: float) -> tuple[slice, ...] | None:
-        """Bounding box of the voxels above ``threshold`` (None when there are none)."""
-        box = []
-        for profile in self.profiles:
-            above = np.flatnonzero(profile > threshold)
-            if above.size == 0:
-                return None
-            box.append(slice(int(above[0]), int(above[-1]) + 1))
-        return tuple(box)
-
-    def _buffers(self, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-        size = int(np.prod(shape))
-        if self._work.size < size:
-            self._above = np.empty(size, bool)
-            self._work = np.empty(size, np.int32)
-        return self._above[:size].reshape(shape), self._work[:size].reshape(shape)
-
-    def update(self, threshold: float, min_size: int = DEFAULT_MIN_SIZE) -> np.ndarray:
-        """Labels for ``threshold`` and ``min_size`` (the same array, updated in place)."""
-        box = self.box(threshold)
-        old = self._box
-        if old is not None and (box is None or any(
-                n.start > o.start or n.stop < o.stop for n, o in zip(box, old, strict=True))):
-            self.labels[old] = 0  # the new box does not cover the old one
-        self._box = box
-        self.n_components = self.n_labelled = 0
-        if box is None:
-            return self.labels
-        above, labels = self._buffers(tuple(s.stop - s.start for s in box))
-        np.greater(self.anomaly[box], threshold, out=above)
-        n = ndimage.label(above, output=labels)
-        if n == 0:
-            self.labels[box] = 0
-            return self.labels
-        sizes = np.bincount(labels.ravel(), minlength=n + 1)
-        keep = sizes >= max(int(min_size), 1)
-        keep[0] = False
-        self.n_components = int(np.count_nonzero(keep))
-        self.n_labelled = int(sizes[keep].sum())
-        if self.n_components < n:  # renumber the kept components 1..k, in order
-            relabel = np.zeros(n + 1, dtype=np.int32)
-            relabel[keep] = np.arange(1, self.n_components + 1, dtype=np.int32)
-            np.take(relabel, labels, out=labels, mode="clip")
-        self.labels[box] = labels
-        return self.labels
-
-    def overlap(self, truth_index: np.ndarray) -> int:
-        """Labelled voxels among the flat indices ``truth_index`` (for a live Dice)."""
-        return int(np.count_nonzero(self.labels.ravel()[truth_index]))

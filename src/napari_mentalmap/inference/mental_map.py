@@ -32,9 +32,9 @@ from ..io.preprocess import (
 )
 from ..models.bruno import Bruno
 from .brain import auto_brain_mask
+from .jobs import Progress, run_to_completion  # noqa: F401 (run_to_completion re-exported)
 
 DEFAULT_WEIGHTS = shipped("bruno_t1").path
-Progress = tuple[int, int, str]
 
 
 def evenly_spaced(n_contexts: int, n_poses: int) -> list[int]:
@@ -263,12 +263,3 @@ def hallucinate_on_input_grid(job: Generator, volume: np.ndarray, keep_contexts:
         yield last
     yield last[1], last[1], "resampling onto the input grid"
     return on_input_grid(result, volume, keep_contexts)
-
-
-def run_to_completion(job: Generator) -> object:
-    """Drive a job generator without a GUI and return its result."""
-    while True:
-        try:
-            next(job)
-        except StopIteration as stop:
-            return stop.value

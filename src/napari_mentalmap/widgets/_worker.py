@@ -27,7 +27,7 @@ from napari.utils.notifications import show_error
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QLabel, QProgressBar, QPushButton, QWidget
 
-Progress = tuple[int, int, str]
+from ..inference.jobs import Progress
 
 
 @dataclass

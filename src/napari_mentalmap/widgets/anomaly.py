@@ -1,10 +1,22 @@
-"""Anomaly maps dock widget: a VAE's residual over a FLAIR, thresholded live into labels."""
+"""Anomaly maps dock widget: a score map over a FLAIR, thresholded live into editable labels.
+
+Methods: the FLAIR intensity baseline (default: it is the best method on our validation
+and test sets, see the README) and the four VAEs of Lambert et al. Every job runs through
+:class:`._worker.JobRunner` (progress, Cancel, one error path, staged display). Results
+are per input: "<name> anomaly" and "<name> anomaly labels" are tied to their source;
+re-computing on the same image updates them in place, another image gets its own. The
+labels are :class:`inference.labels.EditedLabels`: the threshold only changes the model's
+proposal, painted or erased voxels stay (until "Reset to proposal"), and the live Dice
+counts them.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from qtpy.QtCore import Qt
@@ -24,59 +36,78 @@ from superqt import QLabeledDoubleSlider
 from ..device import available_devices
 from ..inference.anomaly import (
     DEFAULT_MIN_SIZE,
+    INTENSITY_AUTO_THRESHOLD,
+    INTENSITY_METHOD,
     RESIDUALS,
     AnomalyResult,
-    LabelUpdater,
     anomaly_map,
+    intensity_anomaly_map,
     load_anomaly_model,
     modality_warning,
     weights_path,
 )
+from ..inference.labels import EditedLabels
 from ..models.uad_vae import KINDS
+from ._layers import aligned_with, input_images, is_result
+from ._worker import JobRunner
 
 if TYPE_CHECKING:
     import napari
 
 NO_TRUTH = "(none)"
-DEFAULT_KIND = "spatial2d"  # the best VAE of `mentalmap eval uad` on both test sets (README)
-
-
+DEFAULT_METHOD = INTENSITY_METHOD  # best on validation and on every manual-label test set (README)
+METHODS = (INTENSITY_METHOD, *KINDS)
 RESIDUAL_NAMES = {"positive": "brighter than reconstruction (hyperintense)",
                   "absolute": "|image − reconstruction| (paper)"}
 
 
-def anomaly_job(data: np.ndarray, spacing: tuple[float, float, float], weights: Path, device: str,
-                residual: str = "positive"):
-    """Load the model and run the anomaly-map generator (what the worker thread runs).
+def anomaly_job(data: np.ndarray, spacing: tuple[float, float, float], method: str, device: str,
+                residual: str = "positive", weights: str | Path | None = None):
+    """The job the worker runs: the intensity method, or load a VAE (``weights``, default the
+    shipped ``method``) and run its map.
 
-    Returns the result and the stored automatic threshold (None when it was chosen for
+    Returns the result and the Auto threshold (None when the stored one was chosen for
     another score than ``residual``).
     """
-    model = load_anomaly_model(weights, device)
+    if method == INTENSITY_METHOD:
+        result = yield from intensity_anomaly_map(data, spacing, device=device)
+        return result, INTENSITY_AUTO_THRESHOLD
+    model = load_anomaly_model(weights or method, device)
     result = yield from anomaly_map(data, spacing, model, residual=residual)
     return result, model.threshold if model.residual_kind == residual else None
 
 
+@dataclass
+class SourceResult:
+    """What the dock shows for one input image."""
+
+    source: Any
+    method: str
+    image_layer: Any
+    labels_layer: Any
+    labels: EditedLabels
+    auto_threshold: float | None
+    threshold: float
+    notes: list[str] = field(default_factory=list)
+
+
 class AnomalyWidget(QWidget):
-    """Choose a FLAIR layer and a model, compute the anomaly map, threshold it live."""
+    """Choose a FLAIR layer and a method, compute the anomaly map, threshold it live, edit."""
 
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.viewer = napari_viewer
+        self.results: dict[str, SourceResult] = {}  # source layer name -> its result
         self.weights: dict[str, Path] = {kind: weights_path(kind) for kind in KINDS}
-        self.worker = None
-        self.updater: LabelUpdater | None = None
-        self.auto_threshold: float | None = None
-        self.image_layer = None
-        self.labels_layer = None
         self.last_update_ms = float("nan")
-        self.modality_note: str | None = None
         self._truth_cache: tuple | None = None
 
         self.layer_combo = QComboBox()
         self.model_combo = QComboBox()
-        self.model_combo.addItems(list(KINDS))
-        self.model_combo.setCurrentText(DEFAULT_KIND)
+        for method in METHODS:
+            self.model_combo.addItem(method if method == INTENSITY_METHOD else f"VAE {method} (Lambert et al.)",
+                                     method)
+        self.model_combo.setCurrentIndex(METHODS.index(DEFAULT_METHOD))
         self.residual_combo = QComboBox()
         for residual in RESIDUALS:
             self.residual_combo.addItem(RESIDUAL_NAMES[residual], residual)
@@ -84,9 +115,7 @@ class AnomalyWidget(QWidget):
         self.device_combo.addItems(["auto", *available_devices()])
         self.compute_button = QPushButton("Compute anomaly map")
         self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
         self.progress = QProgressBar()
-        self.progress.setRange(0, 1)
         self.status = QLabel("")
         self.status.setWordWrap(True)
 
@@ -98,14 +127,16 @@ class AnomalyWidget(QWidget):
         self.min_size.setRange(1, 100_000)
         self.min_size.setValue(DEFAULT_MIN_SIZE)
         self.auto_button = QPushButton("Auto")
+        self.reset_button = QPushButton("Reset to proposal")
+        self.reset_button.setToolTip("drop every painted or erased voxel and show the model's proposal again")
         self.truth_combo = QComboBox()
         self.dice_label = QLabel("Dice: –")
         self.timing_label = QLabel("")
 
         form = QFormLayout()
         form.addRow("FLAIR", self.layer_combo)
-        form.addRow("model", self.model_combo)
-        form.addRow("score", self.residual_combo)
+        form.addRow("method", self.model_combo)
+        form.addRow("score (VAE)", self.residual_combo)
         form.addRow("device", self.device_combo)
         buttons = QHBoxLayout()
         buttons.addWidget(self.compute_button)
@@ -116,9 +147,10 @@ class AnomalyWidget(QWidget):
         post = QFormLayout()
         post.addRow("threshold", threshold_row)
         post.addRow("min size (voxels)", self.min_size)
+        post.addRow("", self.reset_button)
         post.addRow("ground truth", self.truth_combo)
         layout = QVBoxLayout(self)
-        layout.addWidget(QLabel("<b>Anomaly maps (VAE, Lambert et al.)</b>"))
+        layout.addWidget(QLabel("<b>Anomaly maps</b>"))
         layout.addLayout(form)
         layout.addLayout(buttons)
         layout.addWidget(self.progress)
@@ -128,179 +160,236 @@ class AnomalyWidget(QWidget):
         layout.addWidget(self.timing_label)
         layout.addStretch(1)
 
+        self.runner = JobRunner(self.progress, self.status, self.cancel_button,
+                                [self.compute_button, self.model_combo, self.layer_combo], "Anomaly maps")
         self.compute_button.clicked.connect(self.compute)
-        self.cancel_button.clicked.connect(self.cancel)
+        self.model_combo.currentIndexChanged.connect(self._method_changed)
+        self.layer_combo.currentTextChanged.connect(self._source_changed)
         self.threshold_slider.valueChanged.connect(self.update_labels)
         self.min_size.valueChanged.connect(self.update_labels)
         self.auto_button.clicked.connect(self.set_auto_threshold)
+        self.reset_button.clicked.connect(self.reset_edits)
         self.truth_combo.currentTextChanged.connect(self._truth_changed)
         for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
             event.connect(self.refresh_layer_choices)
         self.refresh_layer_choices()
-        self._set_post_enabled(False)
+        self._method_changed()
+        self._show_controls_for(None)
 
-    # layer choices -------------------------------------------------------------------
+    # --- state ------------------------------------------------------------------------
+    @property
+    def worker(self):
+        return self.runner.worker
+
+    @property
+    def busy(self) -> bool:
+        """True while a job runs or its result is being shown."""
+        return self.runner.busy
+
+    @property
+    def current(self) -> SourceResult | None:
+        """The result of the image chosen in the FLAIR combo (None before a computation)."""
+        result = self.results.get(self.layer_combo.currentText())
+        if result is not None and result.labels_layer not in self.viewer.layers:
+            return None
+        return result
+
+    @property
+    def labels_layer(self):
+        return None if self.current is None else self.current.labels_layer
+
+    @property
+    def image_layer(self):
+        return None if self.current is None else self.current.image_layer
+
+    # --- layer choices ----------------------------------------------------------------
     def refresh_layer_choices(self, event: object = None) -> None:
-        """Fill the FLAIR (image) and ground-truth (labels) combos from the viewer."""
-        from napari.layers import Image, Labels
+        """Fill the FLAIR (input images) and ground-truth (labels) combos; results are never inputs.
 
-        own = {self.image_layer, self.labels_layer}
-        images = [layer.name for layer in self.viewer.layers if isinstance(layer, Image) and layer not in own]
-        truths = [layer.name for layer in self.viewer.layers if isinstance(layer, Labels) and layer not in own]
+        A newly opened FLAIR is picked when the current choice is not a FLAIR.
+        """
+        from napari.layers import Labels
+
+        images = [layer.name for layer in input_images(self.viewer, ndim=None)]
+        truths = [layer.name for layer in self.viewer.layers if isinstance(layer, Labels) and not is_result(layer)]
+        inserted = getattr(event, "value", None) if getattr(event, "type", "") == "inserted" else None
         for combo, names, extra in ((self.layer_combo, images, []), (self.truth_combo, truths, [NO_TRUTH])):
             current = combo.currentText()
             combo.blockSignals(True)
             combo.clear()
             combo.addItems(extra + names)
-            if current in extra + names:
+            if combo is self.layer_combo and inserted is not None and inserted.name in names and \
+                    "flair" in inserted.name.lower() and "flair" not in current.lower():
+                combo.setCurrentText(inserted.name)
+            elif current in extra + names:
                 combo.setCurrentText(current)
             elif combo is self.layer_combo:
                 flair = [n for n in names if "flair" in n.lower()]
                 if flair:
                     combo.setCurrentText(flair[0])
             combo.blockSignals(False)
+        self._show_controls_for(self.current)
 
     def _layer(self, name: str):
         return self.viewer.layers[name] if name in self.viewer.layers else None
 
-    # compute -------------------------------------------------------------------------
-    def compute(self) -> None:
-        """Start the anomaly-map job for the chosen layer and model in a worker thread."""
-        from napari.qt.threading import create_worker
+    def _method_changed(self, index: object = None) -> None:
+        self.residual_combo.setEnabled(self.model_combo.currentData() != INTENSITY_METHOD)
+
+    def _source_changed(self, name: str) -> None:
+        self._truth_cache = None
+        self._show_controls_for(self.current)
+
+    # --- compute ----------------------------------------------------------------------
+    def compute(self):
+        """Start the anomaly-map job for the chosen image and method (None when refused)."""
         from napari.utils.notifications import show_error, show_warning
 
+        if self.runner.busy:
+            show_error("Anomaly maps: a computation is already running; wait or press Cancel")
+            return None
         layer = self._layer(self.layer_combo.currentText())
         if layer is None:
             show_error("Anomaly maps: open a FLAIR image first")
-            return
+            return None
         data = np.asarray(layer.data)
         if data.ndim != 3:
             show_error(f"Anomaly maps need a 3-D volume; {layer.name!r} has shape {data.shape}")
-            return
+            return None
         spacing = tuple(float(s) for s in layer.scale[-3:])
-        kind = self.model_combo.currentText()
-        self.modality_note = modality_warning(layer.name)
-        if self.modality_note:
-            show_warning(self.modality_note)
-        self.source_layer = layer
-        self.worker = create_worker(anomaly_job, data, spacing, self.weights[kind], self.device_combo.currentText(),
-                                    self.residual_combo.currentData(), _ignore_errors=True)
-        self.worker.yielded.connect(self._on_progress)
-        self.worker.returned.connect(self._on_returned)
-        self.worker.errored.connect(self._on_error)
-        self.worker.finished.connect(self._on_finished)
-        self.compute_button.setEnabled(False)
-        self.cancel_button.setEnabled(True)
-        self.status.setText(f"computing with {kind} …")
-        self._started = time.perf_counter()
-        self.worker.start()
+        method = self.model_combo.currentData()
+        note = modality_warning(layer.name)
+        if note:
+            show_warning(note)
+        job = anomaly_job(data, spacing, method, self.device_combo.currentText(), self.residual_combo.currentData(),
+                          self.weights.get(method))
+        started = time.perf_counter()
+
+        def on_returned(value: tuple[AnomalyResult, float | None]) -> list[Callable[[], str]]:
+            result, threshold = value
+            steps = self.show_result(result, threshold, layer, method)
+            elapsed = time.perf_counter() - started
+            if note:
+                steps.append(lambda: f"warning: {note} ({elapsed:.1f} s)")
+            return steps
+
+        return self.runner.start(f"{method} on {layer.name}", job, on_returned)
 
     def cancel(self) -> None:
-        """Stop the job between batches."""
-        if self.worker is not None:
-            self.worker.quit()
-            self.status.setText("cancelled")
+        """Stop the job between batches; nothing is added."""
+        self.runner.cancel()
 
-    def _on_progress(self, progress: tuple[int, int, str]) -> None:
-        done, total, message = progress
-        self.progress.setRange(0, max(total, 1))
-        self.progress.setValue(done)
-        self.status.setText(message)
-
-    def _on_error(self, error: Exception) -> None:
-        from napari.utils.notifications import show_error
-
-        self.status.setText(f"error: {error}")
-        show_error(f"Anomaly map failed: {error}")
-
-    def _on_finished(self) -> None:
-        self.compute_button.setEnabled(True)
-        self.cancel_button.setEnabled(False)
-        self.worker = None
-
-    def _on_returned(self, value: tuple[AnomalyResult, float | None]) -> None:
-        result, threshold = value
-        self.show_result(result, threshold, self.source_layer)
-        done = f"done in {time.perf_counter() - self._started:.1f} s"
-        self.status.setText(f"{done} · warning: {self.modality_note}" if self.modality_note else done)
-
-    # results -------------------------------------------------------------------------
-    def show_result(self, result: AnomalyResult, threshold: float | None, source) -> None:
-        """Add (or replace) the anomaly Image and Labels layers, aligned with ``source``."""
+    # --- results ----------------------------------------------------------------------
+    def show_result(self, result: AnomalyResult, threshold: float | None, source, method: str) -> list:
+        """Display steps adding (or updating in place) ``source``'s anomaly image and labels."""
         from napari.utils.notifications import show_warning
 
-        for note in result.warnings:
-            show_warning(note)
-        self.source_layer = source
-        self.auto_threshold = threshold
-        aligned = {"scale": source.scale, "translate": source.translate, "rotate": source.rotate,
-                   "shear": source.shear, "affine": source.affine.affine_matrix,
-                   "metadata": dict(source.metadata)}
         anomaly = result.anomaly
         inside = anomaly[anomaly > 0]
         # show only the upper tail: the additive overlay stays readable over the FLAIR
         low, top = (float(v) for v in np.percentile(inside, [75, 99.9])) if inside.size else (0.0, 1.0)
-        for layer in (self.image_layer, self.labels_layer):
-            if layer is not None and layer in self.viewer.layers:
-                self.viewer.layers.remove(layer)
-        self.image_layer = self.viewer.add_image(
-            anomaly, name=f"{source.name} anomaly", colormap="inferno", blending="additive",
-            contrast_limits=(low, max(top, low + 1e-6)), **aligned)
-        self.updater = LabelUpdater(anomaly)
-        self.labels_layer = self.viewer.add_labels(
-            self.updater.labels, name=f"{source.name} anomaly labels", opacity=0.6, **aligned)
-        self.threshold_slider.blockSignals(True)
-        self.threshold_slider.setRange(0.0, max(float(anomaly.max()), 1e-3))
-        self.threshold_slider.setValue(threshold if threshold is not None else top / 2)
-        self.threshold_slider.blockSignals(False)
-        self._set_post_enabled(True)
-        self.auto_button.setEnabled(threshold is not None)
-        self.refresh_layer_choices()
-        self.update_labels()
+        limits = (low, max(top, low + 1e-6))
+        previous = self.results.get(source.name)
+        if previous is not None and (previous.image_layer not in self.viewer.layers
+                                     or previous.labels_layer not in self.viewer.layers):
+            previous = None
+        start = threshold if threshold is not None else top / 2
 
-    def _set_post_enabled(self, enabled: bool) -> None:
-        for widget in (self.threshold_slider, self.min_size, self.auto_button):
-            widget.setEnabled(enabled)
+        def image_step() -> str:
+            for note in result.warnings:
+                show_warning(note)
+            if previous is not None and previous.image_layer.data.shape == anomaly.shape:
+                previous.image_layer.data = anomaly
+                previous.image_layer.contrast_limits = limits
+                return previous.image_layer.name
+            return self.viewer.add_image(anomaly, name=f"{source.name} anomaly", colormap="inferno",
+                                         blending="additive", contrast_limits=limits,
+                                         **aligned_with(source, "anomaly")).name
+
+        def labels_step() -> str:
+            image_layer = self.viewer.layers[f"{source.name} anomaly"] if previous is None else previous.image_layer
+            old_labels = previous.labels if previous is not None else None
+            labels = EditedLabels(anomaly, previous=old_labels)
+            if previous is not None and previous.labels_layer.data is labels.labels:
+                labels_layer = previous.labels_layer
+            else:
+                labels_layer = self.viewer.add_labels(labels.labels, name=f"{source.name} anomaly labels",
+                                                      opacity=0.6, **aligned_with(source, "anomaly labels"))
+            self.results[source.name] = SourceResult(source, method, image_layer, labels_layer, labels,
+                                                     threshold, start, list(result.warnings))
+            if self.layer_combo.currentText() != source.name:
+                self.layer_combo.setCurrentText(source.name)
+            self._show_controls_for(self.results[source.name])
+            self.update_labels()
+            return labels_layer.name
+
+        return [image_step, labels_step]
+
+    def _show_controls_for(self, result: SourceResult | None) -> None:
+        """Point the post-processing controls at ``result`` (disabled when there is none)."""
+        for widget in (self.threshold_slider, self.min_size, self.auto_button, self.reset_button):
+            widget.setEnabled(result is not None)
+        if result is None:
+            self.dice_label.setText("Dice: –")
+            return
+        self.auto_button.setEnabled(result.auto_threshold is not None)
+        self.threshold_slider.blockSignals(True)
+        self.threshold_slider.setRange(0.0, max(float(result.labels.proposal.anomaly.max()), 1e-3))
+        self.threshold_slider.setValue(result.threshold)
+        self.threshold_slider.blockSignals(False)
 
     def set_auto_threshold(self) -> None:
-        """Set the threshold stored with the model's weights."""
-        if self.auto_threshold is not None:
-            self.threshold_slider.setValue(self.auto_threshold)
+        """Set the method's threshold chosen on validation."""
+        if self.current is not None and self.current.auto_threshold is not None:
+            self.threshold_slider.setValue(self.current.auto_threshold)
+
+    def reset_edits(self) -> None:
+        """Drop the user's edits of the current labels: back to the model's proposal."""
+        result = self.current
+        if result is None:
+            return
+        result.labels.absorb_edits()
+        result.labels.reset()
+        result.labels_layer.refresh()
+        self.update_dice()
 
     def update_labels(self, value: object = None) -> None:
-        """Re-threshold the anomaly map into the Labels layer (and update Dice)."""
-        if self.updater is None or self.labels_layer is None:
+        """Re-threshold the current map into its labels, keeping the user's edits (and update Dice)."""
+        result = self.current
+        if result is None:
             return
         started = time.perf_counter()
-        labels = self.updater.update(float(self.threshold_slider.value()), int(self.min_size.value()))
-        if self.labels_layer.data is labels:
-            # updated in place, same shape: re-slice and redraw, the extent cannot change
-            self.labels_layer.refresh(extent=False, highlight=False)
-        else:
-            self.labels_layer.data = labels
+        result.threshold = float(self.threshold_slider.value())
+        result.labels.update(result.threshold, int(self.min_size.value()))
+        result.labels_layer.refresh()
         self.update_dice()
         self.last_update_ms = 1000 * (time.perf_counter() - started)
-        self.timing_label.setText(f"{self.updater.n_components} components · update {self.last_update_ms:.0f} ms")
+        edited = result.labels.n_edited
+        self.timing_label.setText(
+            f"{result.labels.proposal.n_components} proposed components"
+            + (f" · {edited} voxels edited by you (kept)" if edited else "")
+            + f" · update {self.last_update_ms:.0f} ms")
 
     def _truth_changed(self, name: str) -> None:
         self._truth_cache = None
         self.update_dice()
 
     def update_dice(self, value: object = None) -> None:
-        """Dice of the current labels against the chosen ground-truth layer."""
+        """Dice of the current labels (edits included) against the chosen ground-truth layer."""
+        result = self.current
         truth_layer = self._layer(self.truth_combo.currentText())
-        if self.updater is None or truth_layer is None:
+        if result is None or truth_layer is None:
             self.dice_label.setText("Dice: –")
             return
         truth = np.asarray(truth_layer.data)
-        if truth.shape != self.updater.labels.shape:
-            self.dice_label.setText(
-                f"Dice: ground truth shape {truth.shape} differs from the image {self.updater.labels.shape}")
+        shape = result.labels.labels.shape
+        if truth.shape != shape:
+            self.dice_label.setText(f"Dice: ground truth shape {truth.shape} differs from the image {shape}")
             return
         if self._truth_cache is None or self._truth_cache[0] is not truth_layer:
             self._truth_cache = (truth_layer, np.flatnonzero(truth))
         _, truth_index = self._truth_cache
-        # the updater counts its labelled voxels; the overlap reads only the truth voxels
-        overlap = self.updater.overlap(truth_index)
-        total = self.updater.n_labelled + truth_index.size
+        result.labels.absorb_edits()
+        overlap = result.labels.overlap(truth_index)
+        total = result.labels.n_labelled + truth_index.size
         self.dice_label.setText(f"Dice: {1.0 if total == 0 else 2.0 * overlap / total:.3f}")
