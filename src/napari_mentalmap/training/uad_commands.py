@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import shlex
 import sys
 from pathlib import Path
@@ -13,6 +14,10 @@ from ..models.uad_vae import KINDS
 
 def run_train_uad(args: argparse.Namespace) -> int:
     """Train (resumable), then write ``weights/uad_<kind>.pt`` unless ``--no-export``."""
+    if importlib.util.find_spec("lightning_fabric") is None:
+        print("mentalmap train uad needs Lightning Fabric, which is not installed: "
+              "pip install 'napari-mentalmap[train]'", file=sys.stderr)
+        return 2
     from ..io.preprocess import GridSpec
     from ..models.uad_vae import VAEConfig, default_config
     from .uad import UADTrainConfig, export_weights, train_uad
