@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-MODEL_CARDS_URL = "docs/model_cards.md"
+MODEL_CARDS_URL = "docs/model_cards/README.md"
 
 
 class WeightsError(ValueError):
@@ -57,7 +57,7 @@ SHIPPED: dict[str, ShippedModel] = {
         ShippedModel("slice_vae", "slice_vae.pt", "slice_vae", "slice VAE + latent volume models (T1)",
                      "mentalmap train slicevae"),
         ShippedModel("slice_vae_segnet", "slice_vae_segnet.pt", "tissue_segnet",
-                     "tissue segmentation for the realism score (evaluation)", "mentalmap train segnet"),
+                     "tissue segmentation for the realism score (evaluation)", "mentalmap train slicevae --part segnet"),
         *(
             ShippedModel(f"uad_{kind}", f"uad_{kind}.pt", "uad_vae", f"anomaly VAE ({kind}, FLAIR)",
                          f"mentalmap train uad --kind {kind}")
@@ -100,6 +100,14 @@ def load_record(path: str | os.PathLike, expected_format: str | None = None,
     hint = _retrain_hint(expected_format)
     if not path.is_file():
         raise WeightsNotFoundError(f"weights file {path} not found{hint}")
+    try:
+        with open(path, "rb") as stream:
+            head = stream.read(2)
+    except OSError as error:
+        raise WeightsError(f"weights file {path} cannot be read ({error.strerror or error})") from None
+    if head != b"PK" and head[:1] != b"\x80":  # neither a zip checkpoint nor a (legacy) pickle
+        raise WeightsError(f"weights file {path} is not a readable PyTorch checkpoint "
+                           f"({'empty file' if not head else 'not a zip archive or pickle'}){hint}")
     try:
         record = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:

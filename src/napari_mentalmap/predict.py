@@ -12,8 +12,9 @@ any file failed (or none was found). The reader's notes about a file (4-D series
 volume used, NaN/Inf voxels replaced) are printed on stderr; a label map (segmentation,
 mask) is refused. Weights are loaded once before any file is processed: a
 :class:`~napari_mentalmap.checkpoints.WeightsError` (missing file, refused pickle payload,
-wrong model), an unknown or unavailable ``--device`` or an output folder that cannot be created or written
-is reported with its message and the command exits with 2 before any file is processed.
+wrong model), an unknown or unavailable ``--device`` or an output folder that cannot be
+created or written is reported with its message and the command exits with 2 before any
+file is processed.
 """
 
 from __future__ import annotations

@@ -303,3 +303,56 @@ def segment_volumes(model: TissueSegNet, volumes: np.ndarray, batch_size: int = 
     flat = volumes.reshape(-1, 1, *shape[-2:])
     out = [model(flat[i : i + batch_size]).argmax(1) for i in range(0, len(flat), batch_size)]
     return torch.cat(out).reshape(shape).numpy().astype(np.uint8)
+
+
+@dataclass
+class EncodedSlice:
+    """A slice of a user volume encoded at its model-grid position, and where that grid sits."""
+
+    z: np.ndarray  # (D,)
+    pose: int
+    note: str
+    grid_scale: tuple[float, float, float] | None  # napari scale of the model grid over the input
+    grid_translate: tuple[float, float, float] | None  # (None for a 2-D slice: no placement)
+
+
+def encode_slice_job(bundle: SliceVAEBundle, data: np.ndarray, spacing: tuple[float, ...],
+                     origin: tuple[float, ...], slice_index: float | None, default_pose: int,
+                     cache: dict | None = None) -> Generator[tuple[int, int, str], None, EncodedSlice]:
+    """Bring ``data`` (3-D canonical volume or 2-D slice) to the model grid and encode the
+    slice at input index ``slice_index`` (its nearest model position; ``default_pose`` for a
+    2-D slice). ``cache`` (a dict) keeps the last prepared volume between calls."""
+    from .mental_map import grid_world_transform
+
+    data = np.asarray(data, dtype=np.float32)
+    key = (id(data), data.shape, tuple(spacing))
+    yield 0, 2, "bringing the image to the model grid"
+    if cache is not None and key in cache:
+        prepared = cache[key]
+    else:
+        prepared = prepare_volume(data, tuple(spacing) if data.ndim == 3 else (1.0, *spacing[-2:]), bundle.spec)
+        if cache is not None:
+            cache.clear()
+            cache[key] = prepared
+    note = prepared.note
+    scale = translate = None
+    if data.ndim == 2:
+        pose, grid_slice = int(default_pose), prepared.grid[0]
+    else:
+        index = float(slice_index or 0.0)
+        if prepared.mapping is None:
+            pose = int(np.clip(round(index), 0, bundle.n_poses - 1))
+            scale, translate = tuple(float(s) for s in spacing[-3:]), tuple(float(o) for o in origin[-3:])
+        else:
+            raw = prepared.mapping.slice_to_pose(index)
+            pose = int(np.clip(round(raw), 0, bundle.n_poses - 1))
+            if abs(raw - pose) > 0.5:
+                note = (note + "; " if note else "") + (
+                    f"slice {index:.0f} is outside the modelled range (middle 75 % of the brain): "
+                    f"using the nearest position {pose}")
+            scale, translate = grid_world_transform(prepared.mapping, spacing[-3:], origin[-3:])
+        grid_slice = prepared.grid[pose]
+    yield 1, 2, "encoding"
+    z = encode(bundle, grid_slice)
+    yield 2, 2, "encoded"
+    return EncodedSlice(z, pose, note, scale, translate)

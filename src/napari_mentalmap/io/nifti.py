@@ -29,26 +29,31 @@ from typing import Any, Literal
 
 import nibabel as nib
 import numpy as np
-from nibabel.orientations import (
-    apply_orientation,
-    axcodes2ornt,
-    inv_ornt_aff,
-    io_orientation,
-    ornt_transform,
-)
 
 from .atomic import NIFTI_SUFFIXES, save_atomically
+from .headers import header_from_bytes, header_to_bytes, looks_like_labels
+from .orientation import (
+    CANONICAL_AXCODES,
+    affine_from_scale_translate,
+    canonical_orientation_transform,
+    from_canonical,
+    is_oblique_affine,
+    spacing_and_origin,
+    to_canonical,
+)
 
-CANONICAL_AXCODES: tuple[str, str, str] = ("S", "P", "L")
-"""nibabel axis codes of the canonical array (axis 0 -> superior, 1 -> posterior, 2 -> left)."""
+__all__ = [  # the orientation and header helpers are part of this module's interface
+    "CANONICAL_AXCODES", "NIFTI_SUFFIXES", "Volume", "VolumeReadError", "affine_from_scale_translate",
+    "canonical_orientation_transform", "from_canonical", "header_from_bytes", "header_to_bytes",
+    "is_oblique_affine", "is_volume_path", "looks_like_labels", "max_voxels_limit", "read_volume",
+    "spacing_and_origin", "to_canonical", "volume_nbytes", "warn_volume_notes", "write_volume",
+]
+
 
 DEFAULT_MAX_VOXELS: int = 512**3
 """Largest volume (in voxels, all channels included) read without an explicit larger limit."""
 
 MAX_VOXELS_ENV = "MENTALMAP_MAX_VOXELS"
-MAX_LABEL_VALUES = 256
-_LABEL_NEIGHBOUR_EQUALITY = 0.5
-_OBLIQUE_TOLERANCE = 1e-3
 
 
 class VolumeReadError(ValueError):
@@ -125,115 +130,6 @@ def max_voxels_limit(max_voxels: int | None = None) -> int:
 def is_volume_path(path: str | os.PathLike) -> bool:
     """True when the file name ends in a suffix this module reads (.nii, .nii.gz, .mgz)."""
     return str(path).lower().endswith(NIFTI_SUFFIXES)
-
-
-def canonical_orientation_transform(affine: np.ndarray) -> np.ndarray:
-    """nibabel orientation transform from the array of ``affine`` to the canonical array."""
-    source_ornt = io_orientation(affine)
-    return ornt_transform(source_ornt, axcodes2ornt(CANONICAL_AXCODES))
-
-
-def to_canonical(
-    data: np.ndarray, affine: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Reorient a 3-D (or 3-D + trailing channels) array to canonical; return (array, affine)."""
-    transform = canonical_orientation_transform(affine)
-    canonical = apply_orientation(data, transform)
-    canonical_affine = affine @ inv_ornt_aff(transform, data.shape[:3])
-    return canonical, canonical_affine
-
-
-def from_canonical(data: np.ndarray, original_affine: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`to_canonical`: put a canonical array back in the file's axis order."""
-    source_ornt = io_orientation(original_affine)
-    back = ornt_transform(axcodes2ornt(CANONICAL_AXCODES), source_ornt)
-    return apply_orientation(data, back)
-
-
-def spacing_and_origin(canonical_affine: np.ndarray) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
-    """Voxel size and napari ``translate`` of a canonical array from its affine.
-
-    The canonical axes point to superior, posterior and left, i.e. along +z, -y and -x
-    of RAS+ world, so the origin is ``(z0, -y0, -x0)`` of voxel (0, 0, 0).
-    """
-    spacing = tuple(float(s) for s in np.linalg.norm(canonical_affine[:3, :3], axis=0))
-    x0, y0, z0 = (float(v) for v in canonical_affine[:3, 3])
-    return spacing, (z0, -y0, -x0)  # type: ignore[return-value]
-
-
-def affine_from_scale_translate(
-    scale: tuple[float, ...] | np.ndarray, translate: tuple[float, ...] | np.ndarray
-) -> np.ndarray:
-    """Affine of a canonical array displayed with napari ``scale`` / ``translate`` (last 3 axes)."""
-    sz, sp, sl = (float(s) for s in list(scale)[-3:])
-    tz, tp, tl = (float(t) for t in list(translate)[-3:])
-    affine = np.zeros((4, 4))
-    affine[0, 2] = -sl  # axis 2 goes left, i.e. towards -x
-    affine[1, 1] = -sp  # axis 1 goes posterior, i.e. towards -y
-    affine[2, 0] = sz  # axis 0 goes superior, i.e. towards +z
-    affine[:3, 3] = (-tl, -tp, tz)
-    affine[3, 3] = 1.0
-    return affine
-
-
-def is_oblique_affine(affine: np.ndarray, tolerance: float = _OBLIQUE_TOLERANCE) -> bool:
-    """True when the voxel axes are not aligned with the world axes (rotation or shear)."""
-    columns = affine[:3, :3] / np.linalg.norm(affine[:3, :3], axis=0)
-    return bool(np.any(np.abs(np.abs(columns) - np.round(np.abs(columns))) > tolerance))
-
-
-def looks_like_labels(data: np.ndarray) -> bool:
-    """Heuristic: integer data with at most 256 values that is piecewise constant.
-
-    A mask (<= 2 values) always counts. Otherwise at least half of the non-zero voxels
-    must equal their next neighbour (pooled over the three axes) — true for segmentations, false for
-    integer-stored images such as an 8-bit template or probability map.
-    """
-    if not np.issubdtype(data.dtype, np.integer) and data.dtype != np.bool_:
-        return False
-    if data.ndim < 3 or data.size == 0:
-        return False
-    values = np.unique(data)
-    if values.size > MAX_LABEL_VALUES:
-        return False
-    if values.size <= 2:
-        return True
-    equal = compared = 0
-    for axis in range(3):
-        first = np.moveaxis(data, axis, 0)[:-1]
-        second = np.moveaxis(data, axis, 0)[1:]
-        nonzero = first != 0
-        equal += int(np.count_nonzero(first[nonzero] == second[nonzero]))
-        compared += int(np.count_nonzero(nonzero))
-    if compared == 0:
-        return True
-    return equal / compared >= _LABEL_NEIGHBOUR_EQUALITY
-
-
-def header_to_bytes(header: Any) -> bytes | None:
-    """Binary form of a NIfTI/MGH header (``None`` when it has none)."""
-    try:
-        return header.binaryblock
-    except AttributeError:
-        return None
-
-
-def header_from_bytes(block: bytes | None, header_format: str | None = None) -> Any:
-    """Rebuild a header saved with :func:`header_to_bytes` (``None`` if not possible)."""
-    if not block:
-        return None
-    header_classes = {
-        "Nifti1Header": nib.Nifti1Header,
-        "Nifti2Header": nib.Nifti2Header,
-        "MGHHeader": nib.freesurfer.mghformat.MGHHeader,
-    }
-    header_class = header_classes.get(header_format or "", None)
-    if header_class is None:
-        header_class = nib.Nifti1Header if len(block) == 348 else nib.Nifti2Header
-    try:
-        return header_class(binaryblock=block)
-    except Exception:  # a malformed stored header only costs us the header
-        return None
 
 
 def _load_image(path: Path) -> Any:

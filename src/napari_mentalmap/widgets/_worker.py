@@ -55,6 +55,16 @@ def threaded_job(job: Generator[Progress, None, Any], stats: JobStats) -> Genera
     return result
 
 
+def start_thread(function: Callable[..., Any], *args: Any, on_returned: Callable[[Any], None],
+                 on_errored: Callable[[BaseException], None]) -> GeneratorWorker:
+    """Run a plain function (no progress, no Cancel: e.g. a brain mask) in a worker thread."""
+    worker = create_worker(function, *args, _start_thread=False, _ignore_errors=True)
+    worker.returned.connect(on_returned)
+    worker.errored.connect(on_errored)
+    worker.start()
+    return worker
+
+
 def report_error(message: str) -> None:
     """Show ``message`` as a napari error notification."""
     show_error(message)
@@ -187,3 +197,41 @@ class JobRunner:
         self.cancel_button.setEnabled(False)
         self.progress.setRange(0, 1)
         self.progress.setValue(1 if self.stats.outcome == "done" else 0)
+
+
+class LatestOnly:
+    """Run ``function(argument)`` in a worker thread for live controls (sliders): while one
+    call runs, only the newest request waits; ``on_result`` gets each result in the GUI thread."""
+
+    def __init__(self, function: Callable[[Any], Any], on_result: Callable[[Any], None],
+                 on_error: Callable[[BaseException], None] | None = None) -> None:
+        self.function = function
+        self.on_result = on_result
+        self.on_error = on_error or (lambda error: report_error(str(error)))
+        self.worker = None
+        self._pending: list[Any] = []
+
+    @property
+    def busy(self) -> bool:
+        return self.worker is not None or bool(self._pending)
+
+    def request(self, argument: Any) -> None:
+        """Compute for ``argument`` now, or after the running call (replacing any waiting one)."""
+        self._pending = [argument]
+        if self.worker is None:
+            self._start_next()
+
+    def _start_next(self) -> None:
+        if not self._pending:
+            return
+        argument = self._pending.pop()
+        worker = create_worker(self.function, argument, _start_thread=False, _ignore_errors=True)
+        worker.returned.connect(self.on_result)
+        worker.errored.connect(self.on_error)
+        worker.finished.connect(self._finished)
+        self.worker = worker
+        worker.start()
+
+    def _finished(self) -> None:
+        self.worker = None
+        self._start_next()

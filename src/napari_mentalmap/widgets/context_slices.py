@@ -145,7 +145,7 @@ class ContextSlicesWidget(QWidget):
     @property
     def n_axial(self) -> int:
         """Number of axial slices of the bound layer (0 if none or not 3-D)."""
-        if self.layer is None or self.layer.ndim < 3 or getattr(self.layer, "rgb", False):
+        if self.layer is None or self.layer.ndim != 3 or getattr(self.layer, "rgb", False):
             return 0
         return int(self.layer.data.shape[-3] if not self.layer.multiscale else self.layer.data[0].shape[-3])
 
@@ -217,15 +217,14 @@ class ContextSlicesWidget(QWidget):
     def _start_range(self, key: int) -> None:
         if key in self._range_workers:
             return
-        from napari.qt.threading import create_worker
+        from ._worker import start_thread
 
         spacing = tuple(float(s) for s in self.layer.scale[-3:])
-        worker = create_worker(brain_range, volume_of(self.layer), spacing, _ignore_errors=True)
-        worker.returned.connect(lambda result, key=key: self._range_ready(key, result))
-        worker.errored.connect(lambda error, key=key: self._range_failed(key, error))
-        self._range_workers[key] = worker
+        self._range_workers[key] = start_thread(
+            brain_range, volume_of(self.layer), spacing,
+            on_returned=lambda result, key=key: self._range_ready(key, result),
+            on_errored=lambda error, key=key: self._range_failed(key, error))
         self.info.setText(f"finding the brain in {self.layer.name} to show the model's range …")
-        worker.start()
 
     def _range_ready(self, key: int, result: tuple[np.ndarray | None, tuple[int, int] | None]) -> None:
         mask, covered = result

@@ -5,6 +5,12 @@ of the latent space at that slice position (live decoding), interpolate between 
 stored latents, draw slices with the naive / instance-specific / mixed-instance sampling
 strategies, sample whole volumes with a latent volume model, and browse the training
 latents in a 2-D PCA embedding plot (click a point to decode it).
+
+Nothing heavy runs in the GUI thread: encoding and sampling are jobs of the shared
+:class:`._worker.JobRunner` (progress, Cancel); slider decoding goes through
+:class:`._worker.LatestOnly`. Results are placed over the input: the decoded slice sits at
+its model-grid position over the encoded image, slice samples are a 4-D stack (sample x
+one slice) at that position, so they never stretch the input's sliders.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from qtpy.QtWidgets import (
     QGroupBox,
     QHBoxLayout,
     QLabel,
+    QProgressBar,
     QPushButton,
     QSlider,
     QSpinBox,
@@ -29,6 +36,9 @@ from qtpy.QtWidgets import (
 )
 
 from ..inference import latent
+from ._embedding_plot import EmbeddingPlot
+from ._layers import RESULT_KEY, input_images
+from ._worker import JobRunner, LatestOnly
 
 if TYPE_CHECKING:
     import napari
@@ -40,61 +50,11 @@ SAMPLES_LAYER = "latent explorer: slice samples"
 DEFAULT_GRID_MM = (2.4, 2.5, 2.5)  # typical pose / pixel spacing of the model grid on NiChart T1
 
 
-class EmbeddingPlot(QWidget):
-    """Matplotlib scatter of the training slice latents (2-D PCA), coloured by slice position."""
-
-    def __init__(self, embedding: latent.LatentEmbedding, on_pick, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-        from matplotlib.figure import Figure
-
-        self.embedding = embedding
-        self.on_pick = on_pick
-        self.figure = Figure(figsize=(3.6, 3.2), tight_layout=True)
-        self.canvas = FigureCanvasQTAgg(self.figure)
-        self.axes = self.figure.add_subplot(111)
-        points = embedding.points
-        scatter = self.axes.scatter(points[:, 0], points[:, 1], c=embedding.poses, cmap="viridis", s=6, alpha=0.7)
-        self.figure.colorbar(scatter, ax=self.axes, label="slice position (inferior → superior)")
-        self.axes.set_xlabel("PC 1")
-        self.axes.set_ylabel("PC 2")
-        self.axes.set_title("training slice latents (click to decode)", fontsize=9)
-        (self.marker,) = self.axes.plot([], [], marker="*", color="red", markersize=16, markeredgecolor="k",
-                                        linestyle="none", label="current")
-        (self.ab_markers,) = self.axes.plot([], [], marker="o", color="orange", markersize=9, markeredgecolor="k",
-                                            linestyle="none", label="A / B")
-        self.axes.legend(loc="lower right", fontsize=7)
-        self.canvas.mpl_connect("button_press_event", self._clicked)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.canvas)
-        self.setMinimumSize(300, 260)
-
-    def mark(self, z: np.ndarray | None, stored: list[np.ndarray] | None = None) -> None:
-        """Move the current-latent marker (and the A/B markers) to the projections of ``z``."""
-        if z is not None:
-            x, y = self.embedding.project(z)
-            self.marker.set_data([x], [y])
-        if stored is not None:
-            xy = np.array([self.embedding.project(s) for s in stored]).reshape(-1, 2)
-            self.ab_markers.set_data(xy[:, 0], xy[:, 1])
-        self.canvas.draw_idle()
-
-    def _clicked(self, event) -> None:
-        if event.inaxes is not self.axes or event.xdata is None:
-            return
-        self.on_pick(self.embedding.nearest((event.xdata, event.ydata)))
-
-
 class LatentExplorerWidget(QWidget):
     """Dock widget: encode, walk, interpolate, sample (slices and volumes), embedding plot."""
 
-    def __init__(
-        self,
-        napari_viewer: napari.viewer.Viewer,
-        weights: str | Path | None = None,
-        parent: QWidget | None = None,
-    ) -> None:
+    def __init__(self, napari_viewer: napari.viewer.Viewer, weights: str | Path | None = None,
+                 parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.viewer = napari_viewer
         self.bundle: latent.SliceVAEBundle | None = None
@@ -106,13 +66,16 @@ class LatentExplorerWidget(QWidget):
         self.stds = np.zeros(N_DIRECTIONS, np.float32)
         self.last_latency_ms = float("nan")
         self.embedding_plot: EmbeddingPlot | None = None
-        self._prepared_cache: dict[int, latent.PreparedVolume] = {}
-        self._worker = None
+        self._prepared_cache: dict = {}
+        self.placement: tuple[tuple[float, ...], tuple[float, ...]] | None = None  # grid scale/translate
+        self.source_name: str | None = None
         self._plot_timer = QTimer(self)
         self._plot_timer.setSingleShot(True)
         self._plot_timer.setInterval(120)
         self._plot_timer.timeout.connect(self._update_plot_marker)
         self._build_ui()
+        self.runner = JobRunner(self.progress, self.status, self.cancel_button, self._buttons, "Latent explorer")
+        self.decoder = LatestOnly(self._decode_timed, self._decoded)
         try:
             self.bundle = latent.load_slice_vae(weights, device="cpu")
         except (FileNotFoundError, RuntimeError) as error:
@@ -202,6 +165,12 @@ class LatentExplorerWidget(QWidget):
         row.addWidget(self.sample_volume_button)
         form.addRow("volume", row)
         layout.addWidget(sampling)
+        self.progress = QProgressBar()
+        self.cancel_button = QPushButton("Cancel")
+        row = QHBoxLayout()
+        row.addWidget(self.progress, 1)
+        row.addWidget(self.cancel_button)
+        layout.addLayout(row)
         layout.addWidget(self.status)
         layout.addStretch(1)
         self._buttons = [self.encode_button, self.sample_slices_button, self.sample_volume_button, reset]
@@ -215,7 +184,6 @@ class LatentExplorerWidget(QWidget):
         if window is not None and hasattr(window, "add_dock_widget"):
             window.add_dock_widget(self.embedding_plot, name="Latent embedding (PCA)", area="right")
 
-    # --- helpers ----------------------------------------------------------------------
     def _notify(self, message: str) -> None:
         from napari.utils.notifications import show_info
 
@@ -223,11 +191,9 @@ class LatentExplorerWidget(QWidget):
         show_info(message)
 
     def selected_image_layer(self):
-        """The active layer if it is an image, else None."""
-        from napari.layers import Image
-
+        """The active layer if it is an input image (not a result of a dock), else None."""
         active = self.viewer.layers.selection.active
-        return active if isinstance(active, Image) else None
+        return active if active in input_images(self.viewer, ndim=None) else None
 
     def _set_pose(self, pose: int) -> None:
         if self.bundle is None:
@@ -242,24 +208,52 @@ class LatentExplorerWidget(QWidget):
         grid_mm = (info.get("metrics") or {}).get("grid_mm")
         return tuple(grid_mm) if grid_mm else DEFAULT_GRID_MM
 
-    def _show_decoded(self, image: np.ndarray) -> None:
-        scale = self._grid_scale()[1:]
-        if DECODED_LAYER in self.viewer.layers:
-            self.viewer.layers[DECODED_LAYER].data = image
-        else:
-            self.viewer.add_image(image, name=DECODED_LAYER, colormap="gray", contrast_limits=(0, 1), scale=scale)
+    @property
+    def busy(self) -> bool:
+        """True while a job runs, its result is shown, or a slider decode is pending."""
+        return self.runner.busy or self.decoder.busy
 
-    def decode_latent(self, z: np.ndarray) -> np.ndarray:
-        """Decode ``z`` into the decoded layer; records the latency in ms."""
+    def _slice_placement(self, n_leading: int = 0) -> dict:
+        """scale/translate putting a (1, S, S) slice at the current position over the encoded
+        image (the model grid's own spacing at the origin when nothing was encoded)."""
+        if self.placement is None:
+            scale, translate = self._grid_scale(), (0.0, 0.0, 0.0)
+        else:
+            scale, translate = self.placement
+        z = translate[0] + scale[0] * self.pose
+        lead = (1.0,) * n_leading
+        return {"scale": (*lead, scale[0], scale[1], scale[2]),
+                "translate": (*(0.0,) * n_leading, z, translate[1], translate[2]),
+                "metadata": {RESULT_KEY: {"source": self.source_name, "kind": "latent explorer"}}}
+
+    def _show_decoded(self, image: np.ndarray) -> None:
+        placement = self._slice_placement()
+        if DECODED_LAYER in self.viewer.layers:
+            layer = self.viewer.layers[DECODED_LAYER]
+            layer.data = image[None]
+            layer.scale, layer.translate = placement["scale"], placement["translate"]
+        else:
+            self.viewer.add_image(image[None], name=DECODED_LAYER, colormap="gray", contrast_limits=(0, 1),
+                                  **placement)
+
+    def _decode_timed(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+        """Worker side of a slider decode."""
         started = time.perf_counter()
         image = latent.decode(self.bundle, z)
+        return z, image, (time.perf_counter() - started) * 1000
+
+    def _decoded(self, value: tuple[np.ndarray, np.ndarray, float]) -> None:
+        z, image, milliseconds = value
         self._show_decoded(image)
-        self.last_latency_ms = (time.perf_counter() - started) * 1000
-        self.latency_label.setText(f"decode: {self.last_latency_ms:.1f} ms")
+        self.last_latency_ms = milliseconds
+        self.latency_label.setText(f"decode: {milliseconds:.1f} ms")
         self.current = np.asarray(z, np.float32)
         if self.embedding_plot is not None:
             self._plot_timer.start()  # redraw the marker once the slider settles
-        return image
+
+    def decode_latent(self, z: np.ndarray) -> None:
+        """Decode ``z`` into the decoded layer in a worker (the newest request wins)."""
+        self.decoder.request(np.asarray(z, np.float32))
 
     def _update_plot_marker(self) -> None:
         if self.embedding_plot is not None and self.current is not None:
@@ -272,9 +266,12 @@ class LatentExplorerWidget(QWidget):
         self.decode_latent(self.base)
 
     # --- actions ----------------------------------------------------------------------
-    def encode_current_slice(self) -> np.ndarray | None:
-        """Encode the current axial slice of the selected image layer (resampled if needed)."""
+    def encode_current_slice(self):
+        """Encode the current axial slice of the selected image layer in a worker (None if refused)."""
         if self.bundle is None:
+            return None
+        if self.runner.busy:
+            self._notify("a job is already running: wait for it or press Cancel")
             return None
         layer = self.selected_image_layer()
         if layer is None:
@@ -285,41 +282,29 @@ class LatentExplorerWidget(QWidget):
             self._notify(f"{layer.name} is an RGB image: the slice VAE needs a greyscale volume")
             return None
         data = data.reshape(data.shape[-3:]) if data.ndim > 3 else data
-        try:
-            key = id(layer.data)
-            if key not in self._prepared_cache:
-                spacing = tuple(float(s) for s in layer.scale[-data.ndim :])
-                spacing = spacing if data.ndim == 3 else (1.0, *spacing)
-                self._prepared_cache = {key: latent.prepare_volume(data, spacing, self.bundle.spec)}
-            prepared = self._prepared_cache[key]
-        except ValueError as error:
-            self._notify(f"cannot encode {layer.name}: {error}")
+        if data.ndim not in (2, 3):
+            self._notify(f"cannot encode {layer.name}: expected a 2-D slice or 3-D volume, got {data.shape}")
             return None
-        note = prepared.note
-        if data.ndim == 2:
-            pose = self.pose
-            grid_slice = prepared.grid[0]
-        else:
-            index = float(layer.world_to_data(self.viewer.dims.point)[-3])
-            if prepared.mapping is None:
-                pose = int(np.clip(round(index), 0, self.bundle.n_poses - 1))
-            else:
-                raw = prepared.mapping.slice_to_pose(index)
-                pose = int(np.clip(round(raw), 0, self.bundle.n_poses - 1))
-                if abs(raw - pose) > 0.5:
-                    note = (note + "; " if note else "") + (
-                        f"slice {index:.0f} is outside the modelled range (middle 75 % of the brain): "
-                        f"using the nearest position {pose}"
-                    )
-            grid_slice = prepared.grid[pose]
-        self.pose_spin.blockSignals(True)
-        self.pose_spin.setValue(pose)
-        self.pose_spin.blockSignals(False)
-        self._set_pose(pose)
-        z = latent.encode(self.bundle, grid_slice)
-        self.set_base(z)
-        self.status.setText(f"encoded {layer.name} at position {pose}" + (f" — note: {note}" if note else ""))
-        return z
+        spacing = tuple(float(s) for s in layer.scale[-data.ndim:])
+        origin = tuple(float(t) for t in layer.translate[-data.ndim:])
+        index = float(layer.world_to_data(self.viewer.dims.point)[-3]) if data.ndim == 3 else None
+        job = latent.encode_slice_job(self.bundle, data, spacing, origin, index, self.pose, self._prepared_cache)
+
+        def show(encoded: latent.EncodedSlice) -> list:
+            def apply() -> str:
+                self.placement = (None if encoded.grid_scale is None
+                                  else (encoded.grid_scale, encoded.grid_translate))
+                self.source_name = layer.name
+                self.pose_spin.blockSignals(True)
+                self.pose_spin.setValue(encoded.pose)
+                self.pose_spin.blockSignals(False)
+                self._set_pose(encoded.pose)
+                self.set_base(encoded.z)
+                return f"encoded {layer.name} at position {encoded.pose}" + (
+                    f" — note: {encoded.note}" if encoded.note else "")
+            return [apply]
+
+        return self.runner.start(f"encode {layer.name}", job, show)
 
     def decode_training_point(self, index: int) -> None:
         """Decode the training latent ``index`` of the embedding (from a click in the plot)."""
@@ -364,40 +349,50 @@ class LatentExplorerWidget(QWidget):
             return
         self.decode_latent(latent.interpolate(self.stored["A"], self.stored["B"], value / 100.0))
 
-    def sample_slices(self) -> np.ndarray | None:
-        """Draw slices at the current position with the chosen strategy into a stack layer."""
-        if self.bundle is None:
+    def sample_slices(self):
+        """Draw slices at the current position with the chosen strategy in a worker, shown as a
+        4-D stack (sample x slice) at that position (None if refused)."""
+        if self.bundle is None or self.runner.busy:
             return None
         strategy = self.strategy_combo.currentText()
         instances = self.current[None] if strategy == "instance-specific" and self.current is not None else None
-        latents = latent.strategy_latents(self.bundle, strategy, self.pose, self.n_spin.value(), instances)
-        images = latent.decode(self.bundle, latents)
-        scale = (1.0, *self._grid_scale()[1:])
-        if SAMPLES_LAYER in self.viewer.layers:
-            self.viewer.layers.remove(SAMPLES_LAYER)
-        self.viewer.add_image(images, name=SAMPLES_LAYER, colormap="gray", contrast_limits=(0, 1), scale=scale)
-        self.status.setText(f"{len(images)} slices sampled ({strategy}) at position {self.pose}")
-        return images
+        n, pose = self.n_spin.value(), self.pose
 
-    def sample_volume(self) -> None:
+        def job():
+            yield 0, 1, f"sampling {n} slices"
+            latents = latent.strategy_latents(self.bundle, strategy, pose, n, instances)
+            return latent.decode(self.bundle, latents)
+
+        def show(images: np.ndarray) -> list:
+            def add() -> str:
+                self.last_samples = images
+                stack = images[:, None]
+                placement = self._slice_placement(n_leading=1)
+                if SAMPLES_LAYER in self.viewer.layers:
+                    layer = self.viewer.layers[SAMPLES_LAYER]
+                    layer.data = stack
+                    layer.scale, layer.translate = placement["scale"], placement["translate"]
+                else:
+                    self.viewer.add_image(stack, name=SAMPLES_LAYER, colormap="gray", contrast_limits=(0, 1),
+                                          **placement)
+                return f"{len(images)} slices sampled ({strategy}) at position {pose}"
+            return [add]
+
+        return self.runner.start(f"sample slices ({strategy})", job(), show)
+
+    def sample_volume(self):
         """Sample one volume with the chosen latent model in a worker -> new Image layer."""
-        if self.bundle is None:
-            return
-        from napari.qt.threading import create_worker
-
+        if self.bundle is None or self.runner.busy:
+            return None
         model = self.model_combo.currentText().split(" ")[0]
         seed = int(np.random.default_rng().integers(1 << 31))
-        worker = create_worker(latent.sample_volume, self.bundle, 1, model, seed)
-        worker.yielded.connect(lambda p: self.status.setText(f"{p[2]} ({p[0]}/{p[1]})"))
-        worker.returned.connect(lambda volumes: self._add_volume(volumes[0], model))
-        worker.errored.connect(lambda error: self._notify(f"sampling failed: {error}"))
-        worker.finished.connect(lambda: self.sample_volume_button.setEnabled(True))
-        self.sample_volume_button.setEnabled(False)
-        self._worker = worker
-        worker.start()
+        return self.runner.start(f"sample volume ({model})", latent.sample_volume(self.bundle, 1, model, seed),
+                                 lambda volumes: [lambda: self._add_volume(volumes[0], model)])
 
-    def _add_volume(self, volume: np.ndarray, model: str) -> None:
+    def _add_volume(self, volume: np.ndarray, model: str) -> str:
         name = f"slice VAE sample ({model})"
-        self.viewer.add_image(volume, name=name, colormap="gray", contrast_limits=(0, 1),
-                              scale=self._grid_scale(), rendering="attenuated_mip")
-        self.status.setText(f"added {name}: {volume.shape}, scale {self._grid_scale()} mm")
+        scale, translate = self.placement if self.placement is not None else (self._grid_scale(), (0.0, 0.0, 0.0))
+        self.viewer.add_image(volume, name=name, colormap="gray", contrast_limits=(0, 1), scale=scale,
+                              translate=translate, rendering="attenuated_mip",
+                              metadata={RESULT_KEY: {"source": self.source_name, "kind": "latent sample"}})
+        return f"added {name}: {volume.shape}, scale {tuple(round(s, 2) for s in scale)} mm"

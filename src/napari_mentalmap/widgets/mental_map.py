@@ -186,7 +186,7 @@ class MentalMapWidget(QWidget):
     def run(self, kind: str = "mean"):
         """Start a ``mean``, ``samples`` or ``prior`` job; returns the worker (None if refused)."""
         if self.runner.busy:
-            return None
+            return self._refuse("a job is already running: wait for it to finish or press Cancel")
         layer = self.selected_image_layer()
         if layer is None:
             return self._refuse("no image layer: open a 3-D brain volume first (e.g. File > Open Sample)")

@@ -1,0 +1,54 @@
+"""The latent explorer's 2-D PCA scatter of the training slice latents (matplotlib in Qt)."""
+
+from __future__ import annotations
+
+import numpy as np
+from qtpy.QtWidgets import QVBoxLayout, QWidget
+
+from ..inference import latent
+
+
+class EmbeddingPlot(QWidget):
+    """Matplotlib scatter of the training slice latents (2-D PCA), coloured by slice position."""
+
+    def __init__(self, embedding: latent.LatentEmbedding, on_pick, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+        from matplotlib.figure import Figure
+
+        self.embedding = embedding
+        self.on_pick = on_pick
+        self.figure = Figure(figsize=(3.6, 3.2), tight_layout=True)
+        self.canvas = FigureCanvasQTAgg(self.figure)
+        self.axes = self.figure.add_subplot(111)
+        points = embedding.points
+        scatter = self.axes.scatter(points[:, 0], points[:, 1], c=embedding.poses, cmap="viridis", s=6, alpha=0.7)
+        self.figure.colorbar(scatter, ax=self.axes, label="slice position (inferior → superior)")
+        self.axes.set_xlabel("PC 1")
+        self.axes.set_ylabel("PC 2")
+        self.axes.set_title("training slice latents (click to decode)", fontsize=9)
+        (self.marker,) = self.axes.plot([], [], marker="*", color="red", markersize=16, markeredgecolor="k",
+                                        linestyle="none", label="current")
+        (self.ab_markers,) = self.axes.plot([], [], marker="o", color="orange", markersize=9, markeredgecolor="k",
+                                            linestyle="none", label="A / B")
+        self.axes.legend(loc="lower right", fontsize=7)
+        self.canvas.mpl_connect("button_press_event", self._clicked)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.canvas)
+        self.setMinimumSize(300, 260)
+
+    def mark(self, z: np.ndarray | None, stored: list[np.ndarray] | None = None) -> None:
+        """Move the current-latent marker (and the A/B markers) to the projections of ``z``."""
+        if z is not None:
+            x, y = self.embedding.project(z)
+            self.marker.set_data([x], [y])
+        if stored is not None:
+            xy = np.array([self.embedding.project(s) for s in stored]).reshape(-1, 2)
+            self.ab_markers.set_data(xy[:, 0], xy[:, 1])
+        self.canvas.draw_idle()
+
+    def _clicked(self, event) -> None:
+        if event.inaxes is not self.axes or event.xdata is None:
+            return
+        self.on_pick(self.embedding.nearest((event.xdata, event.ydata)))
