@@ -1,6 +1,8 @@
 """The README's anomaly-map screenshot: sample FLAIR + lesions, Anomaly maps dock, Auto threshold.
 
-    xvfb-run -a .venv/bin/python scripts/screenshot_anomaly.py [--kind dense3d] [--out docs/screenshot_anomaly.png]
+    xvfb-run -a .venv/bin/python scripts/screenshot_anomaly.py [--kind spatial2d] [--out docs/screenshot_anomaly.png]
+
+``--kind`` is a method of the dock (default: its default, the FLAIR intensity baseline).
 
 Runs the same job as the dock's Compute button (synchronously, so the script needs no
 event-loop polling), shows it through the widget, picks the sample's lesion mask as
@@ -17,13 +19,13 @@ from napari.utils import DirectLabelColormap
 
 from napari_mentalmap._sample_data import sample_flair_with_lesions
 from napari_mentalmap.cli import save_window_screenshot
-from napari_mentalmap.inference.anomaly import run_job
-from napari_mentalmap.widgets.anomaly import anomaly_job
+from napari_mentalmap.inference.jobs import run_to_completion
+from napari_mentalmap.widgets.anomaly import DEFAULT_METHOD, anomaly_job
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--kind", default="spatial2d")
+    parser.add_argument("--kind", default=DEFAULT_METHOD)
     parser.add_argument("--out", default="docs/screenshot_anomaly.png")
     parser.add_argument("--slice", type=int, default=None,
                         help="axial slice to show (default: the one with the most lesion voxels)")
@@ -33,16 +35,18 @@ def main() -> None:
     viewer.window.resize(1500, 900)
     for data, kwargs, layer_type in sample_flair_with_lesions():
         getattr(viewer, f"add_{layer_type}")(data, **kwargs)
-    _, widget = viewer.window.add_plugin_dock_widget("napari-mentalmap", "Anomaly maps (VAE)")
-    widget.model_combo.setCurrentText(args.kind)
+    _, widget = viewer.window.add_plugin_dock_widget("napari-mentalmap", "Anomaly maps")
+    widget.model_combo.setCurrentIndex(widget.model_combo.findData(args.kind))
     flair = viewer.layers["sample FLAIR"]
     lesions = viewer.layers["sample lesions"]
     lesions.contour = 1  # the manual lesions as cyan outlines over the labels
     lesions.opacity = 1.0
     lesions.colormap = DirectLabelColormap(color_dict={None: "transparent", 0: "transparent", 1: "cyan"})
     spacing = tuple(float(s) for s in flair.scale[-3:])
-    result, threshold = run_job(anomaly_job(np.asarray(flair.data), spacing, widget.weights[args.kind], "cpu"))
-    widget.show_result(result, threshold, flair)
+    result, threshold = run_to_completion(anomaly_job(np.asarray(flair.data), spacing, args.kind, "cpu",
+                                                      weights=widget.weights.get(args.kind)))
+    for step in widget.show_result(result, threshold, flair, args.kind):
+        step()
     widget.truth_combo.setCurrentText("sample lesions")
     widget.set_auto_threshold()
     busiest = int(np.argmax((np.asarray(lesions.data) > 0).sum(axis=(1, 2))))

@@ -334,7 +334,8 @@ class AnomalyWidget(QWidget):
             return
         self.auto_button.setEnabled(result.auto_threshold is not None)
         self.threshold_slider.blockSignals(True)
-        self.threshold_slider.setRange(0.0, max(float(result.labels.proposal.anomaly.max()), 1e-3))
+        top = max(float(result.labels.proposal.anomaly.max()), result.auto_threshold or 0.0, 1e-3)
+        self.threshold_slider.setRange(0.0, top)
         self.threshold_slider.setValue(result.threshold)
         self.threshold_slider.blockSignals(False)
 
