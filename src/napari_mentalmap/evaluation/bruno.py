@@ -71,32 +71,60 @@ def _scores(generated: np.ndarray, real: np.ndarray) -> tuple[np.ndarray, np.nda
     return ssim, cc
 
 
-def bruno_predictors(model: Bruno, n_samples: int, seed: int, device: torch.device,
-                     label: str = "BRUNO") -> dict[str, Callable]:
-    """Predictors (volume, contexts) -> generated volume for the BRUNO rows."""
-    cache: dict = {}  # every method row of one model reuses one posterior per volume and context set
+Sampler = Callable[[np.ndarray, list[int], int, int], tuple[np.ndarray, np.ndarray]]
+"""(volume, contexts, n_samples, seed) -> (mean (P, S, S), samples (N, P, S, S)) on the model grid."""
 
-    def posterior_outputs(volume: np.ndarray, contexts: list[int]):
+
+def bruno_sampler(model: Bruno, device: torch.device) -> Sampler:
+    """BRUNO's posterior mean image and samples at every pose (no contexts: the prior)."""
+
+    def sample(volume: np.ndarray, contexts: list[int], n_samples: int, seed: int):
+        poses = torch.arange(model.n_poses, dtype=torch.float32, device=device)
+        with torch.inference_mode():
+            posterior = model.posterior(torch.from_numpy(volume[contexts]).to(device),
+                                        torch.tensor(contexts, dtype=torch.float32, device=device), poses)
+            generator = torch.Generator(device=device).manual_seed(seed)
+            return (posterior.mean_image().cpu().numpy(),
+                    posterior.samples(n_samples, generator=generator).cpu().numpy())
+
+    return sample
+
+
+def cvae_sampler(model, device: torch.device) -> Sampler:
+    """The C-VAE's mean image (prior-mean latent) and samples at every pose."""
+
+    def sample(volume: np.ndarray, contexts: list[int], n_samples: int, seed: int):
+        poses = torch.arange(volume.shape[0], dtype=torch.float32, device=device)
+        generator = torch.Generator(device=device).manual_seed(seed)
+        mean, samples = model.predict(torch.from_numpy(volume[contexts]).to(device),
+                                      torch.tensor(contexts, dtype=torch.float32, device=device), poses,
+                                      n_samples, generator)
+        return mean.cpu().numpy(), samples.cpu().numpy()
+
+    return sample
+
+
+def sampler_predictors(sampler: Sampler, n_samples: int, seed: int, label: str) -> dict[str, Callable]:
+    """Predictors (volume, contexts) -> generated volume: mean, average of samples, one sample."""
+    cache: dict = {}  # the rows of one model reuse one posterior per volume and context set
+
+    def outputs(volume: np.ndarray, contexts: list[int]):
         key = (hash(volume.tobytes()), tuple(contexts))
         if key not in cache:
-            poses = torch.arange(model.n_poses, dtype=torch.float32, device=device)
-            with torch.inference_mode():
-                posterior = model.posterior(
-                    torch.from_numpy(volume[contexts]).to(device),
-                    torch.tensor(contexts, dtype=torch.float32, device=device),
-                    poses,
-                )
-                generator = torch.Generator(device=device).manual_seed(seed)
-                mean = posterior.mean_image().cpu().numpy()
-                samples = posterior.samples(n_samples, generator=generator).cpu().numpy()
-            cache[key] = (mean, samples)
+            cache[key] = sampler(volume, contexts, n_samples, seed)
         return cache[key]
 
     return {
-        f"{label} mean (latent mean)": lambda v, c: posterior_outputs(v, c)[0],
-        f"{label} mean ({n_samples} samples)": lambda v, c: posterior_outputs(v, c)[1].mean(0),
-        f"{label} single sample": lambda v, c: posterior_outputs(v, c)[1][0],
+        f"{label} mean (latent mean)": lambda v, c: outputs(v, c)[0],
+        f"{label} mean ({n_samples} samples)": lambda v, c: outputs(v, c)[1].mean(0),
+        f"{label} single sample": lambda v, c: outputs(v, c)[1][0],
     }
+
+
+def bruno_predictors(model: Bruno, n_samples: int, seed: int, device: torch.device,
+                     label: str = "BRUNO") -> dict[str, Callable]:
+    """Predictors (volume, contexts) -> generated volume for the BRUNO rows."""
+    return sampler_predictors(bruno_sampler(model, device), n_samples, seed, label)
 
 
 def evaluate(
@@ -151,6 +179,8 @@ def markdown_table(rows: list[Row], poses: str = "non-context") -> str:
     counts = sorted({r.n_contexts for r in rows})
     for dataset in datasets:
         subset = [r for r in rows if r.dataset == dataset and r.poses == poses]
+        if not subset:
+            continue
         methods = list(dict.fromkeys(r.method for r in subset))
         lines.append(f"**{dataset}** — {poses} poses; SSIM / CC for {', '.join(map(str, counts))} contexts")
         lines.append("")

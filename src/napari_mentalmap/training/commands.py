@@ -8,6 +8,7 @@ import argparse
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Add ``train`` with its model subcommands."""
     from .bruno_commands import add_bruno_parser
+    from .cvae import add_cvae_parser
     from .skullstrip_commands import add_skullstrip_parser
     from .slicevae_commands import add_slicevae_parser
     from .uad_commands import add_uad_parser
@@ -15,6 +16,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     train = subparsers.add_parser("train", help="train a model on the shared data")
     models = train.add_subparsers(dest="model", metavar="MODEL")
     add_bruno_parser(models)
+    add_cvae_parser(models)
     add_uad_parser(models)
     add_slicevae_parser(models)
     add_skullstrip_parser(models)
