@@ -10,43 +10,20 @@ import pytest
 from napari_mentalmap import cli
 from napari_mentalmap._sample_data import SAMPLE_T1
 from napari_mentalmap.inference.mental_map import DEFAULT_WEIGHTS
-from napari_mentalmap.models.bruno import Bruno, BrunoConfig
-from napari_mentalmap.models.flows import FlowConfig
-from napari_mentalmap.widgets import _worker
 from napari_mentalmap.widgets.context_slices import parse_indices
 from napari_mentalmap.widgets.mental_map import MentalMapWidget
 
 TIMEOUT_MS = 30_000
 
 
-@pytest.fixture(scope="module")
-def tiny_weights(tmp_path_factory) -> Path:
-    """An untrained BRUNO on an 8 x 16 x 16 grid (fast; the widget logic does not need a good model)."""
-    path = tmp_path_factory.mktemp("bruno") / "tiny.pt"
-    flow = FlowConfig(image_size=16, n_poses=8, n_scales=2, couplings_per_stage=1, final_couplings=1,
-                      width=8, res_blocks=1)
-    Bruno(BrunoConfig(flow=flow, grid={"n_poses": 8, "size": 16, "coverage": 0.75, "margin": 0.06})).save(path)
-    return path
+@pytest.fixture
+def tiny_weights(tiny_bruno_weights) -> Path:
+    return tiny_bruno_weights
 
 
 @pytest.fixture
-def errors(monkeypatch) -> list[str]:
-    """Error notifications shown by the widgets."""
-    shown: list[str] = []
-    monkeypatch.setattr(_worker, "show_error", shown.append)
-    return shown
-
-
-@pytest.fixture
-def widget(make_napari_viewer, qtbot, tiny_weights) -> MentalMapWidget:
-    viewer = make_napari_viewer()
-    viewer.open(str(SAMPLE_T1), plugin="napari-mentalmap", name="T1")
-    widget = MentalMapWidget(viewer)
-    widget.weights_edit.setText(str(tiny_weights))
-    widget.device_combo.setCurrentText("cpu")
-    widget.n_samples.setValue(3)
-    qtbot.waitUntil(lambda: not widget.contexts.range_pending, timeout=TIMEOUT_MS)  # brain mask in a worker
-    return widget
+def widget(mental_map_dock) -> MentalMapWidget:
+    return mental_map_dock
 
 
 def _run(qtbot, widget: MentalMapWidget, kind: str):

@@ -29,9 +29,6 @@ from napari_mentalmap._reader import napari_get_reader, read_nifti
 from napari_mentalmap._sample_data import SAMPLE_FLAIR, SAMPLE_LESIONS, SAMPLE_T1
 from napari_mentalmap.checkpoints import WeightsError, load_record, shipped
 from napari_mentalmap.io.nifti import MAX_VOXELS_ENV, VolumeReadError, read_volume
-from napari_mentalmap.models.bruno import Bruno, BrunoConfig
-from napari_mentalmap.models.flows import FlowConfig
-from napari_mentalmap.widgets import _worker
 from napari_mentalmap.widgets.mental_map import MentalMapWidget
 
 AFFINE = np.diag([2.0, 2.0, 2.0, 1.0])
@@ -593,35 +590,16 @@ def test_cli_info_bad_arguments(capsys) -> None:
 # --------------------------------------------------------------------------- the mental-map dock
 
 
-@pytest.fixture(scope="module")
-def tiny_weights(tmp_path_factory) -> Path:
-    """An untrained BRUNO on an 8 x 16 x 16 grid (fast; the dock logic does not need a good model)."""
-    path = tmp_path_factory.mktemp("bruno") / "tiny.pt"
-    flow = FlowConfig(image_size=16, n_poses=8, n_scales=2, couplings_per_stage=1, final_couplings=1,
-                      width=8, res_blocks=1)
-    Bruno(BrunoConfig(flow=flow, grid={"n_poses": 8, "size": 16, "coverage": 0.75, "margin": 0.06})).save(path)
-    return path
+@pytest.fixture
+def tiny_weights(tiny_bruno_weights) -> Path:
+    return tiny_bruno_weights
 
 
 @pytest.fixture
-def errors(monkeypatch) -> list[str]:
-    """Error notifications shown by the docks."""
-    shown: list[str] = []
-    monkeypatch.setattr(_worker, "show_error", shown.append)
-    return shown
-
-
-@pytest.fixture
-def dock(make_napari_viewer, qtbot, tiny_weights) -> MentalMapWidget:
-    viewer = make_napari_viewer()
-    viewer.open(str(SAMPLE_T1), plugin="napari-mentalmap", name="T1")
-    widget = MentalMapWidget(viewer)
-    widget.weights_edit.setText(str(tiny_weights))
-    widget.device_combo.setCurrentText("cpu")
-    widget.n_samples.setValue(2)
-    qtbot.waitUntil(lambda: not widget.contexts.range_pending, timeout=TIMEOUT_MS)
-    widget.contexts.evenly_spaced(3)
-    return widget
+def dock(mental_map_dock) -> MentalMapWidget:
+    mental_map_dock.n_samples.setValue(2)
+    mental_map_dock.contexts.evenly_spaced(3)
+    return mental_map_dock
 
 
 def layer_state(viewer) -> list[tuple[str, int]]:
