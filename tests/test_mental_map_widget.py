@@ -266,3 +266,43 @@ def test_mean_with_shipped_weights(qtbot, widget: MentalMapWidget, errors: list[
     _run(qtbot, widget, "mean")
     assert not errors, errors
     assert widget.viewer.layers["T1 BRUNO mean"].data.shape == widget.viewer.layers["T1"].data.shape
+
+
+def test_contexts_outside_the_model_range_are_flagged(qtbot, widget: MentalMapWidget) -> None:
+    covered = widget.contexts.model_range()
+    assert covered is not None
+    widget.contexts.set_slices([covered[0] - 3, (covered[0] + covered[1]) // 2])
+    assert widget.contexts.outside_model_range() == [covered[0] - 3]
+    assert "outside the model's range" in widget.contexts.info.text()
+    assert "outside the model's range" in widget.contexts.list.item(0).text()
+    assert "outside" not in widget.contexts.list.item(1).text()
+
+
+def test_closing_the_dock_mid_job_adds_nothing(make_napari_viewer, qtbot, monkeypatch, tiny_bruno_weights) -> None:
+    import time
+
+    from napari_mentalmap.widgets import mental_map as mental_map_module
+
+    def slow_job(*args, **kwargs):
+        for i in range(100):
+            time.sleep(0.02)
+            yield i, 100, "sampling"
+        raise AssertionError("the job should have been stopped")
+
+    viewer = make_napari_viewer()
+    viewer.open(str(SAMPLE_T1), plugin="napari-mentalmap", name="T1")
+    widget = MentalMapWidget(viewer)
+    dock = viewer.window.add_dock_widget(widget, name="mental maps")
+    qtbot.waitUntil(lambda: not widget.contexts.range_pending, timeout=TIMEOUT_MS)
+    monkeypatch.setattr(mental_map_module, "hallucinate_on_input_grid", lambda *a, **k: slow_job())
+    runner = widget.runner
+    worker = widget.run("mean")
+    assert worker is not None
+    with qtbot.waitSignal(worker.yielded, timeout=TIMEOUT_MS):
+        pass
+    names = [layer.name for layer in viewer.layers]
+    viewer.window.remove_dock_widget(dock)
+    qtbot.waitUntil(lambda: runner.worker is None, timeout=TIMEOUT_MS)
+    qtbot.wait(100)
+    assert runner.closed and runner.stats.outcome == "cancelled"
+    assert [layer.name for layer in viewer.layers] == names

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from napari.qt.threading import GeneratorWorker, create_worker
 from napari.utils.notifications import show_error
-from qtpy.QtCore import QTimer
+from qtpy.QtCore import QEvent, QObject, QTimer
 from qtpy.QtWidgets import QLabel, QProgressBar, QPushButton, QWidget
 
 from ..inference.jobs import Progress
@@ -56,11 +56,18 @@ def threaded_job(job: Generator[Progress, None, Any], stats: JobStats) -> Genera
 
 
 def start_thread(function: Callable[..., Any], *args: Any, on_returned: Callable[[Any], None],
-                 on_errored: Callable[[BaseException], None]) -> GeneratorWorker:
-    """Run a plain function (no progress, no Cancel: e.g. a brain mask) in a worker thread."""
+                 on_errored: Callable[[BaseException], None], owner: QWidget | None = None) -> GeneratorWorker:
+    """Run a plain function (no progress, no Cancel: e.g. a brain mask) in a worker thread.
+
+    When ``owner`` (the dock) is destroyed first (the dock or the viewer closed), the
+    callbacks are not called: nothing touches a deleted widget.
+    """
+    alive = [True]
+    if owner is not None:
+        owner.destroyed.connect(lambda *_: alive.__setitem__(0, False))
     worker = create_worker(function, *args, _start_thread=False, _ignore_errors=True)
-    worker.returned.connect(on_returned)
-    worker.errored.connect(on_errored)
+    worker.returned.connect(lambda value: on_returned(value) if alive[0] else None)
+    worker.errored.connect(lambda error: on_errored(error) if alive[0] else None)
     worker.start()
     return worker
 
@@ -68,6 +75,24 @@ def start_thread(function: Callable[..., Any], *args: Any, on_returned: Callable
 def report_error(message: str) -> None:
     """Show ``message`` as a napari error notification."""
     show_error(message)
+
+
+class _RemovalWatcher(QObject):
+    """Calls ``on_removed`` when a docked widget is taken out of its dock (parent set to None)."""
+
+    def __init__(self, owner: QWidget, on_removed: Callable[[], None]) -> None:
+        super().__init__(owner)
+        self.on_removed = on_removed
+        self.docked = owner.parent() is not None
+        owner.installEventFilter(self)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt API)
+        if event.type() == QEvent.Type.ParentChange:
+            if watched.parent() is not None:
+                self.docked = True
+            elif self.docked:
+                self.on_removed()
+        return False
 
 
 class JobRunner:
@@ -80,7 +105,10 @@ class JobRunner:
         cancel_button: QPushButton,
         busy_widgets: list[QWidget],
         title: str,
+        owner: QWidget | None = None,
     ) -> None:
+        """``owner``: the dock; when it is closed (taken out of its dock or destroyed) the
+        running job is stopped and its result never shown."""
         self.progress = progress
         self.status = status
         self.cancel_button = cancel_button
@@ -91,10 +119,14 @@ class JobRunner:
         self._on_returned: Callable[[Any], list[Callable[[], str]]] | None = None
         self._steps: list[Callable[[], str]] = []
         self._shown: list[str] = []
+        self.closed = False
         self.cancel_button.setEnabled(False)
         self.cancel_button.clicked.connect(self.cancel)
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
+        # the dock (or the viewer) is going away: stop the job, show nothing
+        self.progress.destroyed.connect(self.shutdown)
+        self._watcher = _RemovalWatcher(owner, self.shutdown) if owner is not None else None
 
     @property
     def busy(self) -> bool:
@@ -127,6 +159,13 @@ class JobRunner:
         worker.start()
         return worker
 
+    def shutdown(self, *_: object) -> None:
+        """The dock is closing: stop the job at its next batch and never show its result."""
+        self.closed = True
+        self._steps = []
+        if self.worker is not None:
+            self.worker.quit()
+
     def cancel(self) -> None:
         """Ask the job to stop at its next batch."""
         if self.worker is not None:
@@ -135,12 +174,16 @@ class JobRunner:
             self.status.setText("cancelling at the next batch …")
 
     def _on_progress(self, progress: Progress) -> None:
+        if self.closed:
+            return
         done, total, message = progress
         self.progress.setRange(0, max(int(total), 1))
         self.progress.setValue(int(done))
         self.status.setText(f"{self.stats.name}: {message} ({done}/{total})")
 
     def _returned(self, result: Any) -> None:
+        if self.closed:
+            return
         self.cancel_button.setEnabled(False)
         try:
             self._steps = list(self._on_returned(result)) if self._on_returned is not None else []
@@ -153,6 +196,8 @@ class JobRunner:
 
     def _next_step(self) -> None:
         """Run one display step; the last one completes the job."""
+        if self.closed:
+            return
         if self._steps:
             step = self._steps.pop(0)
             try:
@@ -173,6 +218,8 @@ class JobRunner:
         self._cleanup()
 
     def _errored(self, error: BaseException) -> None:
+        if self.closed:
+            return
         self.stats.outcome = "failed"
         self.stats.error = f"{type(error).__name__}: {error}"
         self.status.setText(f"{self.stats.name} failed: {error}")
@@ -180,10 +227,14 @@ class JobRunner:
 
     def _aborted(self) -> None:
         self.stats.outcome = "cancelled"
+        if self.closed:
+            return
         self.status.setText(f"{self.stats.name}: cancelled, no layers added")
 
     def _finished(self) -> None:
         self.worker = None
+        if self.closed:
+            return
         if not self._steps:
             self._cleanup()
 
@@ -209,11 +260,17 @@ class LatestOnly:
         self.on_result = on_result
         self.on_error = on_error or (lambda error: report_error(str(error)))
         self.worker = None
+        self.closed = False
         self._pending: list[Any] = []
 
     @property
     def busy(self) -> bool:
         return self.worker is not None or bool(self._pending)
+
+    def shutdown(self, *_: object) -> None:
+        """The dock is closing: drop waiting requests and ignore the running one's result."""
+        self.closed = True
+        self._pending = []
 
     def request(self, argument: Any) -> None:
         """Compute for ``argument`` now, or after the running call (replacing any waiting one)."""
@@ -222,12 +279,12 @@ class LatestOnly:
             self._start_next()
 
     def _start_next(self) -> None:
-        if not self._pending:
+        if not self._pending or self.closed:
             return
         argument = self._pending.pop()
         worker = create_worker(self.function, argument, _start_thread=False, _ignore_errors=True)
-        worker.returned.connect(self.on_result)
-        worker.errored.connect(self.on_error)
+        worker.returned.connect(lambda value: None if self.closed else self.on_result(value))
+        worker.errored.connect(lambda error: None if self.closed else self.on_error(error))
         worker.finished.connect(self._finished)
         self.worker = worker
         worker.start()

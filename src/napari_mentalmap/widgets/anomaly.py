@@ -161,7 +161,7 @@ class AnomalyWidget(QWidget):
         layout.addStretch(1)
 
         self.runner = JobRunner(self.progress, self.status, self.cancel_button,
-                                [self.compute_button, self.model_combo, self.layer_combo], "Anomaly maps")
+                                [self.compute_button, self.model_combo, self.layer_combo], "Anomaly maps", owner=self)
         self.compute_button.clicked.connect(self.compute)
         self.model_combo.currentIndexChanged.connect(self._method_changed)
         self.layer_combo.currentTextChanged.connect(self._source_changed)

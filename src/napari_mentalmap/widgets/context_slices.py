@@ -223,7 +223,7 @@ class ContextSlicesWidget(QWidget):
         self._range_workers[key] = start_thread(
             brain_range, volume_of(self.layer), spacing,
             on_returned=lambda result, key=key: self._range_ready(key, result),
-            on_errored=lambda error, key=key: self._range_failed(key, error))
+            on_errored=lambda error, key=key: self._range_failed(key, error), owner=self.info)
         self.info.setText(f"finding the brain in {self.layer.name} to show the model's range …")
 
     def _range_ready(self, key: int, result: tuple[np.ndarray | None, tuple[int, int] | None]) -> None:
@@ -330,18 +330,27 @@ class ContextSlicesWidget(QWidget):
                        self.apply_button, self.typed, self.n_spin):
             widget.setEnabled(usable)
 
+    def outside_model_range(self) -> list[int]:
+        """Chosen slices outside the range the model covers (e.g. remapped from another image)."""
+        covered = self.model_range() if self.n_axial else None
+        return [] if not covered else [i for i in self._slices if not covered[0] <= i <= covered[1]]
+
     def _refresh(self) -> None:
         self.list.clear()
-        self.list.addItems([f"slice {i}" for i in self._slices])
+        outside = set(self.outside_model_range())
+        self.list.addItems([f"slice {i}" + (" — outside the model's range" if i in outside else "")
+                            for i in self._slices])
         if self.layer is None or not self.n_axial:
             self.info.setText(self._why_unusable())
         else:
             covered = self.model_range()
             extent = (f"; model covers {covered[0]}..{covered[1]}" if covered
                       else "; finding the model's range …" if self.range_pending else "")
+            warning = (f" — {len(outside)} outside the model's range: remove them before Mean"
+                       if outside else "")
             self.info.setText(f"{len(self._slices)} context slices of {self.layer.name} "
                               f"(0..{self.n_axial - 1}{extent})"
-                              + ("" if self._slices else " — none: running gives the prior"))
+                              + ("" if self._slices else " — none: running gives the prior") + warning)
         self.update_contexts_layer()
         self.changed.emit(self.slices)
 

@@ -74,8 +74,9 @@ class LatentExplorerWidget(QWidget):
         self._plot_timer.setInterval(120)
         self._plot_timer.timeout.connect(self._update_plot_marker)
         self._build_ui()
-        self.runner = JobRunner(self.progress, self.status, self.cancel_button, self._buttons, "Latent explorer")
+        self.runner = JobRunner(self.progress, self.status, self.cancel_button, self._buttons, "Latent explorer", owner=self)
         self.decoder = LatestOnly(self._decode_timed, self._decoded)
+        self.progress.destroyed.connect(self.decoder.shutdown)
         try:
             self.bundle = latent.load_slice_vae(weights, device="cpu")
         except (FileNotFoundError, RuntimeError) as error:

@@ -126,7 +126,7 @@ class MentalMapWidget(QWidget):
             self.progress, self.status, self.cancel_button,
             [self.mean_button, self.samples_button, self.prior_button, self.layer_combo, self.contexts,
              self.weights_edit, self.browse_button, self.device_combo],
-            TITLE,
+            TITLE, owner=self,
         )
         self.mean_button.clicked.connect(lambda: self.run("mean"))
         self.samples_button.clicked.connect(lambda: self.run("samples"))
