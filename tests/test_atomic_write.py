@@ -145,3 +145,58 @@ def test_killed_writer_never_corrupts_file(tmp_path: Path) -> None:
     # Killed temporaries may remain (SIGKILL cannot be cleaned up) but are hidden and distinct.
     for name in leftovers(tmp_path):
         assert name.startswith(".labels.") and name.endswith(".tmp.nii.gz")
+
+
+NAPARI_SAVER = textwrap.dedent(
+    """
+    import sys
+    import numpy as np
+    import napari
+    from napari.layers import Labels
+    from napari_mentalmap._reader import read_nifti
+
+    path, source = sys.argv[1], sys.argv[2]
+    [(data, kwargs, _)] = read_nifti(source)
+    kwargs = {k: v for k, v in kwargs.items() if k in ("name", "scale", "translate", "metadata", "units", "axis_labels")}
+    layers = [Labels(np.asarray(np.random.default_rng(s).integers(0, 256, size=data.shape), np.uint8), **kwargs)
+              for s in (1, 2)]
+    print("ready", flush=True)
+    i = 0
+    while True:
+        napari.save_layers(path, [layers[i % 2]], plugin="napari-mentalmap")
+        i += 1
+    """
+)
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
+def test_killed_napari_save_layers_never_corrupts_the_annotation(tmp_path: Path) -> None:
+    """napari's save_layers with this plugin's writer, killed at random moments over an
+    existing annotation: the file is always the old or a new annotation, never broken."""
+    source = tmp_path / "reference.nii.gz"
+    nib.save(nib.Nifti1Image(labels_volume(0, (96, 96, 96)), np.diag([1.0, 1.0, 1.0, 1.0])), str(source))
+    path = tmp_path / "annotation.nii.gz"
+    old = labels_volume(5, (96, 96, 96))
+    write_volume(path, old, {"original_affine": np.eye(4).tolist(), "original_shape": [96, 96, 96]},
+                 is_labels=True)
+    from napari_mentalmap.io.nifti import from_canonical
+
+    new = [np.random.default_rng(s).integers(0, 256, size=(96, 96, 96)).astype(np.uint8) for s in (1, 2)]
+    candidates = [from_canonical(v, np.eye(4)) for v in (old, *new)]
+    rng = random.Random(7)
+    for _ in range(4):
+        process = subprocess.Popen([sys.executable, "-c", NAPARI_SAVER, str(path), str(source)],
+                                   stdout=subprocess.PIPE, text=True)
+        try:
+            assert process.stdout is not None
+            assert process.stdout.readline().strip() == "ready"
+            time.sleep(rng.uniform(0.05, 0.8))
+        finally:
+            process.send_signal(signal.SIGKILL)
+            process.wait(timeout=30)
+            if process.stdout is not None:
+                process.stdout.close()
+        image = nib.load(str(path))
+        data = np.asanyarray(image.dataobj)  # readable, complete
+        assert data.shape == (96, 96, 96) and data.dtype == np.uint8
+        assert any(np.array_equal(data, candidate) for candidate in candidates), "neither old nor new"

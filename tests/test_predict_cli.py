@@ -101,3 +101,28 @@ def test_predict_bruno_n_contexts_and_samples_placed_over_input(tmp_path: Path) 
     inside = np.isfinite(resampled) & (mean_data != 0)
     assert inside.sum() > 10_000
     assert np.corrcoef(resampled[inside], mean_data[inside])[0, 1] > 0.8
+
+
+def test_predict_mask_over_two_processes(tmp_path: Path) -> None:
+    """``--devices 2`` splits the files over two CPU processes (Lightning Fabric's launcher);
+    a bad file in either process makes the exit code non-zero."""
+    import os
+    import subprocess
+    import sys
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for name in ("a", "b", "c"):
+        shutil.copy(T1, inputs / f"{name}.nii.gz")
+    (inputs / "d_broken.nii.gz").write_bytes(T1.read_bytes()[:300])
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "napari_mentalmap.cli", "predict", "mask", "-i", str(inputs), "-o", str(out),
+               "--devices", "2", "--threads", "1", "--device", "cpu"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                            env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "d_broken.nii.gz" in result.stderr
+    assert sorted(p.name for p in out.iterdir()) == [f"{n}_brain_mask.nii.gz" for n in ("a", "b", "c")]
+    mask = nib.load(str(out / "a_brain_mask.nii.gz"))
+    assert np.allclose(mask.affine, nib.load(str(T1)).affine) and mask.header.get_intent()[0] == "label"
+    assert 0.05 < np.asanyarray(mask.dataobj).mean() < 0.6

@@ -146,8 +146,12 @@ def _process_all(args: argparse.Namespace, label: str, process) -> int:
     if problem:
         print(f"mentalmap predict {label}: {problem}; nothing was processed", file=sys.stderr)
         return EXIT_SETUP_FAILED
+    rank, world, fabric = 0, 1, None
+    if getattr(args, "devices", 1) > 1:
+        fabric = _launch(args.devices, args.device)
+        rank, world = fabric.global_rank, fabric.world_size
     failed: list[Path] = []
-    for path in tqdm(paths, desc=f"predict {label}", unit="file"):
+    for path in tqdm(paths[rank::world], desc=f"predict {label}", unit="file", disable=rank > 0):
         try:
             written = process(path, out_dir)
         except Exception as error:  # one bad file must not stop the others
@@ -156,11 +160,28 @@ def _process_all(args: argparse.Namespace, label: str, process) -> int:
             continue
         for item in written:
             tqdm.write(f"wrote {item}")
+    n_failed = len(failed)
+    if fabric is not None:  # every process's failures count for the exit code
+        import torch
+
+        n_failed = int(fabric.all_reduce(torch.tensor(float(n_failed)), reduce_op="sum").item())
     if failed:
         print(f"{len(failed)} of {len(paths)} file(s) failed: {', '.join(str(p) for p in failed)}",
               file=sys.stderr)
-        return EXIT_FILE_FAILED
-    return 0
+    return EXIT_FILE_FAILED if n_failed else 0
+
+
+def _launch(devices: int, device: str):
+    """Start ``devices`` processes (GPUs, or CPU processes) with Lightning Fabric's launcher:
+    the command runs again in each, and each takes every ``devices``-th input file."""
+    try:
+        from lightning_fabric import Fabric
+    except ImportError:
+        raise SystemExit("--devices > 1 needs Lightning Fabric: pip install 'napari-mentalmap[train]'") from None
+    accelerator = "cuda" if str(device).startswith("cuda") else "cpu"
+    fabric = Fabric(accelerator=accelerator, devices=devices, strategy="ddp")
+    fabric.launch()
+    return fabric
 
 
 def run_anomaly(args: argparse.Namespace) -> int:
@@ -244,6 +265,32 @@ def run_bruno(args: argparse.Namespace) -> int:
     return _process_all(args, "bruno", process)
 
 
+def run_mask(args: argparse.Namespace) -> int:
+    """``mentalmap predict mask``: the brain mask every model uses (learned extraction for a
+    T1 or FLAIR with skull, the non-zero region of a skull-stripped scan)."""
+    from .device import pick_device
+    from .inference.brain import auto_brain_mask
+
+    _set_threads(args)
+    if args.weights:
+        print("mentalmap predict mask: the shipped brain extraction is used; --weights is not supported here",
+              file=sys.stderr)
+        return EXIT_SETUP_FAILED
+    try:
+        device = pick_device(args.device)
+    except (ValueError, RuntimeError) as error:
+        print(f"mentalmap predict mask: {error}", file=sys.stderr)
+        return EXIT_SETUP_FAILED
+
+    def process(path: Path, out_dir: Path) -> list[Path]:
+        volume = read_input(path)
+        mask = auto_brain_mask(np.asarray(volume.data, np.float32), volume.spacing, device=device.type)
+        return [write_volume(out_dir / f"{volume_stem(path)}_brain_mask.nii.gz", mask.astype(np.uint8), volume,
+                             is_labels=True, description="napari-mentalmap brain mask")]
+
+    return _process_all(args, "mask", process)
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -256,6 +303,9 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda, cuda:1, mps (default auto)")
     parser.add_argument("--threads", type=positive_int, default=None, metavar="N",
                         help="CPU threads for torch (torch.set_num_threads)")
+    parser.add_argument("--devices", type=positive_int, default=1, metavar="N",
+                        help="split the files over N processes (GPUs with --device cuda, else CPU processes; "
+                             "Lightning Fabric's launcher)")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -283,6 +333,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                        help="also write N samples as <stem>_bruno_samples.nii.gz (4-D, model grid "
                             "placed over the input); the std uses them when N >= 2, else 8 samples")
     bruno.set_defaults(func=run_bruno)
+
+    mask = kinds.add_parser("mask", help="brain mask of each T1 or FLAIR (<stem>_brain_mask.nii.gz)")
+    _add_common(mask)
+    mask.set_defaults(func=run_mask)
 
     predict.set_defaults(func=lambda args: (predict.print_help(), 1)[1])
     return predict
