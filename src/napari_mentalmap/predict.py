@@ -184,22 +184,32 @@ def _launch(devices: int, device: str):
     return fabric
 
 
-def run_anomaly(args: argparse.Namespace) -> int:
-    """``mentalmap predict anomaly``."""
+def _setup(args: argparse.Namespace, label: str, load) -> tuple | int:
+    """Threads, device and ``load(device)`` (the model): ``(device, model)``, or the exit code
+    after a message when either is unusable (nothing processed)."""
     from .device import pick_device
-    from .inference.anomaly import anomaly_map, load_anomaly_model
 
     _set_threads(args)
     try:
         device = pick_device(args.device)
     except (ValueError, RuntimeError) as error:  # unknown or unavailable device
-        print(f"mentalmap predict anomaly: {error}", file=sys.stderr)
+        print(f"mentalmap predict {label}: {error}", file=sys.stderr)
         return EXIT_SETUP_FAILED
     try:
-        model = load_anomaly_model(args.weights or args.model, device)
+        return device, load(device)
     except WeightsError as error:
-        print(f"mentalmap predict anomaly: {error}", file=sys.stderr)
+        print(f"mentalmap predict {label}: {error}", file=sys.stderr)
         return EXIT_SETUP_FAILED
+
+
+def run_anomaly(args: argparse.Namespace) -> int:
+    """``mentalmap predict anomaly``."""
+    from .inference.anomaly import anomaly_map, load_anomaly_model
+
+    setup = _setup(args, "anomaly", lambda device: load_anomaly_model(args.weights or args.model, device))
+    if isinstance(setup, int):
+        return setup
+    device, model = setup
 
     def process(path: Path, out_dir: Path) -> list[Path]:
         volume = read_input(path)
@@ -214,22 +224,14 @@ def run_anomaly(args: argparse.Namespace) -> int:
 
 def run_bruno(args: argparse.Namespace) -> int:
     """``mentalmap predict bruno``."""
-    from .device import pick_device
     from .inference.brain import auto_brain_mask
     from .inference.mental_map import hallucinate, load_bruno, on_input_grid
     from .io.preprocess import GridSpec, plan_grid
 
-    _set_threads(args)
-    try:
-        device = pick_device(args.device)
-    except (ValueError, RuntimeError) as error:  # unknown or unavailable device
-        print(f"mentalmap predict bruno: {error}", file=sys.stderr)
-        return EXIT_SETUP_FAILED
-    try:
-        model, _ = load_bruno(args.weights, device)
-    except WeightsError as error:
-        print(f"mentalmap predict bruno: {error}", file=sys.stderr)
-        return EXIT_SETUP_FAILED
+    setup = _setup(args, "bruno", lambda device: load_bruno(args.weights, device)[0])
+    if isinstance(setup, int):
+        return setup
+    device, model = setup
     spec = GridSpec(**model.config.grid) if model.config.grid else GridSpec(
         n_poses=model.n_poses, size=model.image_size)
 
@@ -268,19 +270,16 @@ def run_bruno(args: argparse.Namespace) -> int:
 def run_mask(args: argparse.Namespace) -> int:
     """``mentalmap predict mask``: the brain mask every model uses (learned extraction for a
     T1 or FLAIR with skull, the non-zero region of a skull-stripped scan)."""
-    from .device import pick_device
     from .inference.brain import auto_brain_mask
 
-    _set_threads(args)
     if args.weights:
         print("mentalmap predict mask: the shipped brain extraction is used; --weights is not supported here",
               file=sys.stderr)
         return EXIT_SETUP_FAILED
-    try:
-        device = pick_device(args.device)
-    except (ValueError, RuntimeError) as error:
-        print(f"mentalmap predict mask: {error}", file=sys.stderr)
-        return EXIT_SETUP_FAILED
+    setup = _setup(args, "mask", lambda device: None)
+    if isinstance(setup, int):
+        return setup
+    device, _ = setup
 
     def process(path: Path, out_dir: Path) -> list[Path]:
         volume = read_input(path)
