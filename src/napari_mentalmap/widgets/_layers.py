@@ -38,3 +38,36 @@ def input_images(viewer: Any, ndim: int | None = 3) -> list[Any]:
 
     return [layer for layer in viewer.layers
             if isinstance(layer, Image) and not is_result(layer) and (ndim is None or layer.ndim == ndim)]
+
+
+def scroll_content(widget: Any) -> Any:
+    """A content widget inside a scroll area filling ``widget``.
+
+    A dock built on it keeps a small minimum height (it scrolls instead), so the three docks
+    open together fit a 1080-pixel-high screen instead of growing the window past it.
+    """
+    from qtpy.QtCore import QSize, Qt
+    from qtpy.QtWidgets import QFrame, QScrollArea, QVBoxLayout, QWidget
+
+    class VerticalScroll(QScrollArea):
+        """Scrolls vertically only: as wide as its content needs, as short as the dock allows."""
+
+        def _width(self, hint: QSize) -> int:
+            return hint.width() + self.verticalScrollBar().sizeHint().width() + 2 * self.frameWidth()
+
+        def minimumSizeHint(self) -> QSize:  # noqa: N802 (Qt API)
+            return QSize(self._width(self.widget().minimumSizeHint()), super().minimumSizeHint().height())
+
+        def sizeHint(self) -> QSize:  # noqa: N802 (Qt API)
+            return QSize(self._width(self.widget().sizeHint()), super().sizeHint().height())
+
+    content = QWidget()
+    area = VerticalScroll()
+    area.setWidgetResizable(True)
+    area.setFrameShape(QFrame.Shape.NoFrame)
+    area.setWidget(content)
+    area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    outer = QVBoxLayout(widget)
+    outer.setContentsMargins(0, 0, 0, 0)
+    outer.addWidget(area)
+    return content

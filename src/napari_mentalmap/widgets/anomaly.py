@@ -48,7 +48,7 @@ from ..inference.anomaly import (
 )
 from ..inference.labels import EditedLabels
 from ..models.uad_vae import KINDS
-from ._layers import aligned_with, input_images, is_result
+from ._layers import aligned_with, input_images, is_result, scroll_content
 from ._worker import JobRunner
 
 if TYPE_CHECKING:
@@ -149,7 +149,7 @@ class AnomalyWidget(QWidget):
         post.addRow("min size (voxels)", self.min_size)
         post.addRow("", self.reset_button)
         post.addRow("ground truth", self.truth_combo)
-        layout = QVBoxLayout(self)
+        layout = QVBoxLayout(scroll_content(self))
         layout.addWidget(QLabel("<b>Anomaly maps</b>"))
         layout.addLayout(form)
         layout.addLayout(buttons)

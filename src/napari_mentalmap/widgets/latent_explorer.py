@@ -35,9 +35,10 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from .._reader import AXIS_LABELS
 from ..inference import latent
 from ._embedding_plot import EmbeddingPlot
-from ._layers import RESULT_KEY, input_images
+from ._layers import RESULT_KEY, input_images, scroll_content
 from ._worker import JobRunner, LatestOnly
 
 if TYPE_CHECKING:
@@ -91,9 +92,8 @@ class LatentExplorerWidget(QWidget):
         self._dock_embedding()
         self.status.setText("select an image layer and press “Encode current slice”, or click the embedding")
 
-    # --- UI ---------------------------------------------------------------------------
     def _build_ui(self) -> None:
-        layout = QVBoxLayout(self)
+        layout = QVBoxLayout(scroll_content(self))
         layout.addWidget(QLabel("<b>Latent explorer (slice VAE)</b>"))
         self.status = QLabel()
         self.status.setWordWrap(True)
@@ -225,6 +225,7 @@ class LatentExplorerWidget(QWidget):
         lead = (1.0,) * n_leading
         return {"scale": (*lead, scale[0], scale[1], scale[2]),
                 "translate": (*(0.0,) * n_leading, z, translate[1], translate[2]),
+                "units": ("pixel",) * n_leading + ("mm",) * 3, "axis_labels": ("sample",) * n_leading + AXIS_LABELS,
                 "metadata": {RESULT_KEY: {"source": self.source_name, "kind": "latent explorer"}}}
 
     def _show_decoded(self, image: np.ndarray) -> None:
@@ -266,7 +267,6 @@ class LatentExplorerWidget(QWidget):
         self.reset_sliders()
         self.decode_latent(self.base)
 
-    # --- actions ----------------------------------------------------------------------
     def encode_current_slice(self):
         """Encode the current axial slice of the selected image layer in a worker (None if refused)."""
         if self.bundle is None:
@@ -394,6 +394,7 @@ class LatentExplorerWidget(QWidget):
         name = f"slice VAE sample ({model})"
         scale, translate = self.placement if self.placement is not None else (self._grid_scale(), (0.0, 0.0, 0.0))
         self.viewer.add_image(volume, name=name, colormap="gray", contrast_limits=(0, 1), scale=scale,
-                              translate=translate, rendering="attenuated_mip",
+                              translate=translate, rendering="attenuated_mip", units=("mm",) * 3,
+                              axis_labels=AXIS_LABELS,
                               metadata={RESULT_KEY: {"source": self.source_name, "kind": "latent sample"}})
         return f"added {name}: {volume.shape}, scale {tuple(round(s, 2) for s in scale)} mm"

@@ -43,7 +43,7 @@ from ..inference.mental_map import (
     hallucinate,
     hallucinate_on_input_grid,
 )
-from ._layers import RESULT_KEY, aligned_with, input_images
+from ._layers import RESULT_KEY, aligned_with, input_images, scroll_content
 from ._worker import JobRunner, report_error
 from .context_slices import ContextSlicesWidget, volume_of
 
@@ -112,7 +112,7 @@ class MentalMapWidget(QWidget):
         buttons = QHBoxLayout()
         for button in (self.mean_button, self.samples_button, self.prior_button, self.cancel_button):
             buttons.addWidget(button)
-        layout = QVBoxLayout(self)
+        layout = QVBoxLayout(scroll_content(self))
         layout.addWidget(QLabel(f"<b>{TITLE}</b>"))
         layout.addLayout(image_form)
         layout.addWidget(context_box)
@@ -263,6 +263,7 @@ class MentalMapWidget(QWidget):
             steps.append(lambda: self._put(
                 (source.name, f"{tag}samples"), prefix + "samples", result.samples_grid, colormap="gray",
                 contrast_limits=limits, scale=(1.0, *scale), translate=(0.0, *translate),
+                units=("pixel", *(str(u) for u in source.units[-3:])), axis_labels=("sample", *source.axis_labels[-3:]),
                 metadata={RESULT_KEY: {"source": source.name, "kind": f"{tag}samples"},
                           "mentalmap_grid": result.mapping.to_dict()}).name)
         steps.append(lambda: self._put((source.name, f"{tag}mean"), prefix + "mean", prepared.mean, colormap="gray",
