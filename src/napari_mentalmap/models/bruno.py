@@ -26,6 +26,10 @@ class BrunoConfig:
     kernel: str = "exponential"  # pose-aware kernel: "exponential" or "matern32"
     kernel_components: int = 1  # 2 adds a second length scale
     grid: dict = field(default_factory=dict)  # GridSpec of the data it was trained on
+    # Context latents are clamped to +-this before conditioning (None: not clamped): a context
+    # far outside the training population (another pipeline's intensities, an outlying slice)
+    # is then taken as the most extreme plausible anatomy instead of being extrapolated.
+    context_latent_limit: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -137,6 +141,8 @@ class Bruno(nn.Module):
         self._check(torch.zeros(0, self.image_size, self.image_size), query_poses)
         if len(context_poses):
             z, _ = self.encode(context_images, context_poses)
+            if self.config.context_latent_limit is not None:
+                z = z.clamp(-self.config.context_latent_limit, self.config.context_latent_limit)
         else:
             z = context_images.new_zeros(0, self.flow.dim)
         latent = self.process.posterior(z, context_poses.float(), query_poses.float())
