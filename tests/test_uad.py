@@ -309,7 +309,7 @@ def test_voxelwise_auc_metrics() -> None:
     assert np.isnan(average_precision(scores, np.zeros(6, bool)))
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", [*KINDS, "dae2d"])
 def test_shipped_weights_carry_their_provenance(kind: str) -> None:
     from napari_mentalmap.inference.anomaly import weights_path
 
@@ -365,3 +365,170 @@ def test_train_uad_command_architecture_and_normalisation_flags(monkeypatch, tmp
     spatial = seen["config"]
     assert spatial.model["latent_channels"] == 3 and spatial.model["latent_dim"] == 256  # dense size untouched
     assert spatial.grid.get("median_at") is None
+
+
+# --- denoising autoencoder (Kascenas et al. 2022) and the per-set evaluation -------------------
+
+def tiny_dae_config(noise_std: float = 0.1):
+    from napari_mentalmap.models.uad_dae import DAEConfig
+
+    return DAEConfig(input_shape=(16, 16), channels=(4, 8, 8), noise_std=noise_std, noise_res=4)
+
+
+def test_dae_shapes_noise_and_config() -> None:
+    from napari_mentalmap.models.uad_dae import (
+        DAEConfig,
+        DenoisingUNet,
+        coarse_noise,
+        default_dae_config,
+    )
+
+    model = DenoisingUNet(tiny_dae_config()).eval()
+    x = torch.rand(3, 1, 16, 16)
+    with torch.no_grad():
+        out = model(x)
+        clean = model.reconstruct(x)
+    assert out.shape == x.shape and clean.shape == x.shape
+    assert 0 <= float(clean.min()) and float(clean.max()) <= 1
+    with pytest.raises(ValueError):
+        model(torch.rand(3, 1, 16, 20))
+    noise = coarse_noise((3, 1, 16, 16), 0.2, 4, torch.Generator().manual_seed(0))
+    assert noise.shape == x.shape
+    # coarse: drawn at 4 x 4 and upsampled, so neighbouring pixels are strongly correlated
+    assert float((noise[..., 1:, :] - noise[..., :-1, :]).abs().mean()) < 0.5 * float(noise.abs().mean())
+    assert float(noise.std()) < 0.2 + 0.05
+    assert DAEConfig.from_dict(tiny_dae_config().to_dict()) == tiny_dae_config()
+    with pytest.raises(ValueError):
+        DAEConfig(input_shape=(18, 18), channels=(4, 8, 8))  # not divisible by 4
+    with pytest.raises(ValueError):
+        DAEConfig(kind="dense2d")
+    big = DenoisingUNet(default_dae_config(96))
+    assert sum(p.numel() for p in big.parameters()) * 2 < 50e6  # float16 shipped: far under 50 MB
+    with torch.no_grad():
+        assert big.reconstruct(torch.rand(1, 1, 96, 96)).shape == (1, 1, 96, 96)
+
+
+def _tiny_dae_run(tmp_path, epochs: int = 2):
+    from napari_mentalmap.training.uad_dae import DAETrainConfig, train_dae
+
+    subjects = {"train": _synthetic_subjects(3), "val": _synthetic_subjects(1, seed=1)}
+    config = DAETrainConfig(out_dir=str(tmp_path / "run"), epochs=epochs, batch_size=4, grid=TINY_GRID.to_dict(),
+                            model=tiny_dae_config().to_dict(), num_threads=1)
+    return config, subjects, train_dae(config, subjects=subjects, progress=False, command="test dae")
+
+
+def test_dae_tiny_training_resume_export_and_anomaly_map(tmp_path) -> None:
+    from napari_mentalmap.models.uad_dae import DenoisingUNet
+    from napari_mentalmap.training.uad_dae import export_dae_weights, slice_tensors, train_dae
+
+    images, weights = slice_tensors(_synthetic_subjects(2))
+    assert images.shape == weights.shape and images.shape[1:] == (1, 16, 16)
+    assert weights[images == 1.0].sum() == 0  # automatic lesions are out of the loss
+    config, subjects, summary = _tiny_dae_run(tmp_path)
+    assert summary["epoch"] == 2 and np.isfinite(summary["history"][-1]["mse"])
+    assert np.isfinite(summary["history"][-1]["val_mse"])
+    config.epochs = 3
+    summary = train_dae(config, resume=True, subjects=subjects, progress=False)
+    assert summary["epoch"] == 3 and len(summary["history"]) == 3
+
+    path = export_dae_weights(tmp_path / "run", tmp_path / "uad_dae2d.pt")
+    raw = torch.load(path, weights_only=True)  # the safe loader reads it
+    assert raw["format"] == "uad_dae" and raw["command"] == "test dae"
+    assert all(v.dtype == torch.float16 for v in raw["state_dict"].values() if v.is_floating_point())
+    model = load_anomaly_model(path)
+    assert isinstance(model.model, DenoisingUNet) and model.kind == "dae2d" and model.grid == TINY_GRID
+    volume = np.zeros((20, 24, 24), np.float32)
+    volume[3:17, 4:20, 4:20] = 100.0 + np.random.default_rng(0).random((14, 16, 16))
+    job = anomaly_map(volume, (1.0, 1.0, 1.0), model, mask=volume > 0, batch_size=4)
+    messages = []
+    try:
+        while True:
+            messages.append(next(job))
+    except StopIteration as stop:
+        result = stop.value
+    assert messages[-1][0] == messages[-1][1]
+    assert result.anomaly.shape == volume.shape and result.reconstruction.shape == (8, 16, 16)
+    assert (result.anomaly[volume == 0] == 0).all() and np.isfinite(result.anomaly).all()
+    absolute = run_job(anomaly_map(volume, (1.0, 1.0, 1.0), model, mask=volume > 0, residual="absolute")).anomaly
+    assert absolute.shape == volume.shape and (absolute >= 0).all()
+
+
+def test_train_uad_command_dispatches_the_dae(monkeypatch, tmp_path) -> None:
+    from napari_mentalmap import cli
+    from napari_mentalmap.training import uad_dae
+
+    seen = {}
+
+    def fake_train(config, resume, command):
+        seen["config"], seen["command"] = config, command
+        return {"epoch": 0, "train_seconds": 0.0}
+
+    monkeypatch.setattr(uad_dae, "train_dae", fake_train)
+    assert cli.main(["train", "uad", "--kind", "dae2d", "--noise-std", "0.2", "--epochs", "3",
+                     "--out-dir", str(tmp_path / "run"), "--no-export"]) == 0
+    config = seen["config"]
+    assert config.noise_std == 0.2 and config.dae_config().noise_std == 0.2 and config.grid["median_at"] == 0.5
+    assert cli.main(["train", "uad", "--kind", "dae2d", "--median-at", "0", "--out-dir", str(tmp_path / "p"),
+                     "--no-export"]) == 0
+    assert seen["config"].grid["median_at"] is None
+
+
+def _synthetic_test_volume(subject: str):
+    from napari_mentalmap.evaluation.uad import TestVolume
+
+    rng = np.random.default_rng(abs(hash(subject)) % 2**32)
+    image = np.zeros((16, 24, 24), np.float32)
+    mask = np.zeros(image.shape, bool)
+    mask[2:14, 3:21, 3:21] = True
+    image[mask] = 100 + 10 * rng.standard_normal(int(mask.sum()))
+    truth = np.zeros(image.shape, bool)
+    z, y = int(rng.integers(5, 10)), int(rng.integers(7, 14))
+    truth[z:z + 3, y:y + 4, 9:13] = True
+    image[truth] += 60
+    return TestVolume(subject, image, (1.0, 1.0, 1.0), mask, truth)
+
+
+def test_evaluation_table_has_every_set_and_column(monkeypatch, tmp_path) -> None:
+    import csv
+
+    from napari_mentalmap.evaluation import uad as evaluation
+    from napari_mentalmap.training.uad_dae import export_dae_weights
+
+    _tiny_dae_run(tmp_path, epochs=1)
+    model = load_anomaly_model(export_dae_weights(tmp_path / "run", tmp_path / "uad_dae2d.pt"))
+    monkeypatch.setattr(evaluation, "load_test_volume", _synthetic_test_volume)
+    cases: list[dict] = []
+    rows = evaluation.evaluate_all({"dae2d": model}, log=lambda _: None, residuals=("positive",), cases=cases)
+    paths = evaluation.write_results(rows, tmp_path / "out", cases)
+    with open(paths["csv"]) as handle:
+        table = list(csv.DictReader(handle))
+    assert {"method", "test set", "dice", "AUPRC"} <= set(table[0])
+    sets = {row["test set"] for row in table}
+    assert sets == set(evaluation.TEST_SETS)
+    for name in ("open_ms", "cbica_wml", "brats2018"):
+        assert any(name in s and "manual" in s for s in sets)
+    assert any("patient07" in s and "open_ms" in s for s in sets)  # with and without the shipped sample
+    assert any("automatic" in s for s in sets)
+    methods = {row["method"] for row in table}
+    assert sum(m.endswith("(baseline)") for m in methods) == 2 and any(m.startswith("dae2d") for m in methods)
+    for method in methods:  # every method on every set
+        assert {row["test set"] for row in table if row["method"] == method} == sets
+    assert all(0 <= float(row["dice"]) <= 1 and 0 <= float(row["AUPRC"]) <= 1 for row in table)
+    with open(paths["cases"]) as handle:
+        per_case = list(csv.DictReader(handle))
+    assert {"method", "test set", "subject", "dice", "threshold", "AUPRC"} <= set(per_case[0])
+    cbica = [c for c in per_case if c["test set"].startswith("cbica_wml") and c["method"] == table[0]["method"]]
+    assert len(cbica) == 10
+    baseline = [r for r in table if r["method"].endswith("(baseline)") and r["test set"].startswith("cbica")][0]
+    assert float(baseline["dice"]) > 0.5  # a bright blob on a flat brain: the baseline finds it
+
+
+def test_per_case_threshold_comes_from_the_other_half() -> None:
+    from napari_mentalmap.evaluation.uad import half_half_cases
+
+    thresholds = [0.1, 0.2, 0.3]
+    dices = np.array([[0.1, 0.8, 0.2], [0.2, 0.6, 0.4], [0.0, 0.3, 0.9]])
+    cases = half_half_cases(dices, thresholds)
+    assert cases[2] == (0.2, 0.3)  # chosen on volumes 0, 1
+    assert cases[0] == (0.3, 0.2) and cases[1] == (0.3, 0.4)  # chosen on volume 2
+    np.testing.assert_allclose(np.mean([d for _, d in cases]), half_half_protocol(dices, thresholds)["dice"])

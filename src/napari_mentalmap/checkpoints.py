@@ -63,6 +63,9 @@ SHIPPED: dict[str, ShippedModel] = {
                          f"mentalmap train uad --kind {kind}")
             for kind in ("dense2d", "dense3d", "spatial2d", "spatial3d")
         ),
+        ShippedModel("uad_dae2d", "uad_dae2d.pt", "uad_dae",
+                     "denoising autoencoder (2-D U-Net, coarse noise; Kascenas et al. 2022; FLAIR)",
+                     "mentalmap train uad --kind dae2d --noise-std 0.1 --median-at 0.5 --epochs 5 --threads 1"),
     )
 }
 
@@ -165,6 +168,7 @@ def save_record(path: str | os.PathLike, record: dict) -> Path:
             torch.save(record, stream)
             stream.flush()
             os.fsync(stream.fileno())
+        os.chmod(temporary, 0o644)  # mkstemp makes it private; weights are shared files
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
@@ -190,6 +194,7 @@ _REQUIRED = {
     "slice_vae": ("config", "state_dict", "per_slice", "ppca", "train_latents", "grid"),
     "tissue_segnet": ("state_dict", "classes", "width"),
     "uad_vae": ("config", "state_dict", "grid"),
+    "uad_dae": ("config", "state_dict", "grid"),
 }
 
 

@@ -204,16 +204,20 @@ def _setup(args: argparse.Namespace, label: str, load) -> tuple | int:
 
 def run_anomaly(args: argparse.Namespace) -> int:
     """``mentalmap predict anomaly``."""
-    from .inference.anomaly import anomaly_map, load_anomaly_model
+    from .inference.anomaly import anomaly_map, intensity_anomaly_map, load_anomaly_model
 
-    setup = _setup(args, "anomaly", lambda device: load_anomaly_model(args.weights or args.model, device))
+    intensity = args.model == "intensity" and not args.weights
+    setup = _setup(args, "anomaly",
+                   lambda device: None if intensity else load_anomaly_model(args.weights or args.model, device))
     if isinstance(setup, int):
         return setup
     device, model = setup
 
     def process(path: Path, out_dir: Path) -> list[Path]:
         volume = read_input(path)
-        result = run_to_completion(anomaly_map(volume.data, volume.spacing, model, device=device))
+        job = (intensity_anomaly_map(volume.data, volume.spacing, device=device) if intensity
+               else anomaly_map(volume.data, volume.spacing, model, device=device))
+        result = run_to_completion(job)
         for note in result.warnings:
             print(f"{path}: {note}", file=sys.stderr)
         return [write_volume(out_dir / f"{volume_stem(path)}_anomaly.nii.gz", result.anomaly, volume,
@@ -309,15 +313,16 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add ``predict`` with its ``anomaly`` and ``bruno`` subcommands."""
-    from .models.uad_vae import KINDS
+    from .inference.anomaly import ANOMALY_KINDS
 
     predict = subparsers.add_parser("predict", help="run a model over files: anomaly maps or BRUNO mental maps")
     kinds = predict.add_subparsers(dest="predict_command", metavar="MODEL")
 
     anomaly = kinds.add_parser("anomaly", help="anomaly map of each FLAIR (<stem>_anomaly.nii.gz)")
     _add_common(anomaly)
-    anomaly.add_argument("--model", default="spatial2d", choices=list(KINDS),
-                         help="shipped anomaly model (default spatial2d); --weights overrides it")
+    anomaly.add_argument("--model", default="intensity", choices=["intensity", *ANOMALY_KINDS],
+                         help="intensity (the FLAIR intensity baseline, default: best on every test set) or a "
+                              "shipped model; --weights (a VAE/DAE file) overrides it")
     anomaly.set_defaults(func=run_anomaly)
 
     bruno = kinds.add_parser("bruno", help="BRUNO mean and std from a few axial slices of each T1 "

@@ -95,3 +95,55 @@ def validation_intensity_threshold(log=print) -> float:
     best = float(BASELINE_THRESHOLDS[int(np.argmax(dices))])
     log(f"validation ({', '.join(SPLITS['nichart_val'])}): best threshold {best} (mean Dice {dices.max():.3f})")
     return best
+
+
+FINE_THRESHOLDS = np.round(np.arange(0.01, 0.755, 0.01), 3)
+"""Candidate Auto thresholds of the anomaly models on validation (0.01 steps up to 0.75)."""
+
+
+def validation_volumes() -> list:
+    """The validation FLAIRs (Subj18-20) with ``wml_auto`` as (automatic) ground truth."""
+    from .uad import load_test_volume
+
+    return [load_test_volume(subject) for subject in SPLITS["nichart_val"]]
+
+
+def validation_scores(maps: list[np.ndarray], volumes: list, thresholds=FINE_THRESHOLDS) -> dict:
+    """Validation summary of one method's maps: mean voxel AUPRC, the Auto threshold (best mean
+    Dice over ``thresholds``), the Dice there, and the half/half Dice (the test protocol)."""
+    from ..metrics import average_precision
+    from .uad import dice_table, half_half_protocol
+
+    truths = [v.truth for v in volumes]
+    dices = dice_table(maps, truths, thresholds)
+    curve = dices.mean(axis=0)
+    best = int(np.argmax(curve))
+    auprc = [average_precision(m[v.mask], v.truth[v.mask]) for m, v in zip(maps, volumes, strict=True)]
+    return {"AUPRC": float(np.mean(auprc)),
+            "threshold": float(thresholds[best]), "dice at threshold": float(curve[best]),
+            "half/half dice": half_half_protocol(dices, thresholds)["dice"],
+            "subjects": [v.subject for v in volumes]}
+
+
+def validate_model(model, volumes: list | None = None, residual: str = "positive") -> dict:
+    """:func:`validation_scores` of an anomaly model (VAE or DAE) with ``residual``."""
+    import warnings
+
+    from ..inference.anomaly import anomaly_map, run_job
+
+    volumes = validation_volumes() if volumes is None else volumes
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        maps = [run_job(anomaly_map(v.image, v.spacing, model, mask=v.mask, residual=residual)).anomaly
+                for v in volumes]
+    return validation_scores(maps, volumes)
+
+
+def validate_baselines(volumes: list | None = None) -> dict[str, dict]:
+    """:func:`validation_scores` of both intensity baselines (percentile vs median standardisation)."""
+    from .uad import BASELINE_THRESHOLDS, BASELINES, intensity_baseline
+
+    volumes = validation_volumes() if volumes is None else volumes
+    return {name: validation_scores([intensity_baseline(v, median_at=median_at) for v in volumes], volumes,
+                                    BASELINE_THRESHOLDS)
+            for name, median_at in BASELINES.items()}

@@ -1,5 +1,9 @@
-"""Lesion detection by the anomaly VAEs: the protocol of Lambert et al. plus a baseline.
+"""Lesion detection by the anomaly VAEs and the denoising autoencoder (``dae2d``, Kascenas et
+al. 2022): the protocol of Lambert et al. plus two intensity baselines.
 
+Test sets (``TEST_SETS``), each scored on its own: ``open_ms`` (MS, manual; with and without
+the shipped sample patient07), ``cbica_wml`` (white-matter lesions, manual, 3 mm slices),
+``brats2018`` (FLAIR vs the manual whole-tumour mask) and Subj21-23 (automatic ``wml_auto``).
 For each test set, the threshold is chosen from 15 values (``VAE_THRESHOLDS`` =
 0.01 ... 0.15) as the one with the best mean Dice on one half of the volumes, then
 applied to the other half, and the halves are swapped (both reported). Our CPU-sized
@@ -8,7 +12,8 @@ brain are often above 0.15: the same protocol is also run on a wider range
 (``WIDE_THRESHOLDS`` = 0.05 ... 0.75, 15 values) and reported as "dice (wide)". Post-processing
 as in the plugin: threshold -> components under 10 voxels removed. AUROC and AUPRC are
 voxel-wise inside the brain mask, per volume, averaged. Everything is computed on each
-volume's own (input) voxel grid against its ground truth. Each VAE is scored twice: with
+volume's own (input) voxel grid against its ground truth; ``uad_cases.csv`` keeps every volume's
+Dice at the threshold chosen on the other half. Each model is scored twice: with
 the paper's ``|x - x_hat|`` and with the plugin's default ``max(x - x_hat, 0)`` (FLAIR
 lesions are hyperintense; a blurry reconstruction is also too bright in dark CSF next to
 the ventricles, which the absolute residual counts as anomalous).
@@ -50,8 +55,11 @@ BASELINE_THRESHOLDS = np.round(np.linspace(0.5, 0.99, 15), 4)
 TEST_SETS: dict[str, list[str]] = {
     "open_ms (manual GT)": SPLITS["open_ms"],
     "open_ms w/o shipped patient07 (manual GT)": [s for s in SPLITS["open_ms"] if s != "patient07"],
+    "cbica_wml (manual GT)": SPLITS["cbica_wml"],
+    "brats2018 FLAIR (manual GT, tumours)": SPLITS["brats2018"],
     "Subj21-23 (automatic wml_auto GT)": SPLITS["nichart_test"],
 }
+"""Every evaluation set, each scored on its own (the half/half protocol runs within a set)."""
 
 
 @dataclass
@@ -117,11 +125,29 @@ def intensity_baseline(volume: TestVolume, erosion_mm: float = 3.0, median_at: f
     return intensity_score(volume.image, volume.spacing, volume.mask, erosion_mm, median_at, median_size)
 
 
+def half_half_cases(dices: np.ndarray, thresholds: Sequence[float]) -> list[tuple[float, float]]:
+    """Per volume: (the threshold chosen on the *other* half, the volume's Dice at it) - the
+    per-case view of :func:`half_half_protocol` (nan where a half is empty)."""
+    first, second = half_split(dices.shape[0])
+    out = [(float("nan"), float("nan"))] * dices.shape[0]
+    for select, apply in ((first, second), (second, first)):
+        if not select or not apply:
+            continue
+        best = int(np.argmax(dices[select].mean(axis=0)))
+        for i in apply:
+            out[i] = (float(thresholds[best]), float(dices[i, best]))
+    return out
+
+
 def evaluate_maps(name: str, maps: dict[str, np.ndarray], volumes: dict[str, TestVolume],
                   thresholds: Sequence[float], seconds: float = float("nan"),
-                  wide: Sequence[float] | None = None) -> list[dict]:
-    """Protocol (paper range, and ``wide`` range) + AUROC/AUPRC of one method on every test set."""
+                  wide: Sequence[float] | None = None, test_sets: dict[str, list[str]] | None = None,
+                  cases: list[dict] | None = None) -> list[dict]:
+    """Protocol (paper range, and ``wide`` range) + AUROC/AUPRC of one method on every test set
+    (``TEST_SETS`` unless given; sets whose volumes are not in ``maps`` are skipped). Per-case
+    rows (Dice at the threshold chosen on the other half, AUPRC, AUROC) go into ``cases``."""
     wide = thresholds if wide is None else wide
+    test_sets = TEST_SETS if test_sets is None else test_sets
     per_subject = {}
     for subject, anomaly in maps.items():
         truth, mask = volumes[subject].truth, volumes[subject].mask
@@ -130,9 +156,12 @@ def evaluate_maps(name: str, maps: dict[str, np.ndarray], volumes: dict[str, Tes
             "dice wide": dice_table([anomaly], [truth], wide)[0],
             "AUPRC": average_precision(anomaly[mask], truth[mask]),
             "AUROC": roc_auc(anomaly[mask], truth[mask]),
+            "lesion voxels": int(truth.sum()),
         }
     rows = []
-    for test_set, subjects in TEST_SETS.items():
+    for test_set, subjects in test_sets.items():
+        if not all(s in per_subject for s in subjects):
+            continue
         dices = np.stack([per_subject[s]["dice"] for s in subjects])
         wide_dices = np.stack([per_subject[s]["dice wide"] for s in subjects])
         row = {"method": name, "test set": test_set, **half_half_protocol(dices, thresholds)}
@@ -143,40 +172,56 @@ def evaluate_maps(name: str, maps: dict[str, np.ndarray], volumes: dict[str, Tes
         row["AUROC"] = float(np.nanmean([per_subject[s]["AUROC"] for s in subjects]))
         row["best fixed-threshold dice (oracle)"] = float(wide_dices.mean(axis=0).max())
         row["seconds per volume"] = seconds
+        row["volumes"] = len(subjects)
         rows.append(row)
+        if cases is not None:
+            chosen, chosen_wide = half_half_cases(dices, thresholds), half_half_cases(wide_dices, wide)
+            for i, subject in enumerate(subjects):
+                cases.append({"method": name, "test set": test_set, "subject": subject,
+                              "dice": chosen[i][1], "threshold": chosen[i][0],
+                              "dice (wide)": chosen_wide[i][1], "threshold (wide)": chosen_wide[i][0],
+                              "AUPRC": per_subject[subject]["AUPRC"], "AUROC": per_subject[subject]["AUROC"],
+                              "lesion voxels": per_subject[subject]["lesion voxels"]})
     return rows
 
 
-def global_threshold(maps: dict[str, np.ndarray], volumes: dict[str, TestVolume],
-                     thresholds: Sequence[float], exclude: Sequence[str] = ("patient07",)) -> float:
-    """The threshold with the best mean Dice over every test volume but the shipped sample
-    (stored with the weights as the widget's "Auto" threshold)."""
-    subjects = [s for s in maps if s not in exclude]
-    dices = dice_table([maps[s] for s in subjects], [volumes[s].truth for s in subjects], thresholds)
-    return float(thresholds[int(np.argmax(dices.mean(axis=0)))])
+def model_maps(model: AnomalyModel, volumes: dict[str, TestVolume], residual: str = "positive",
+               desc: str = "") -> dict[str, np.ndarray]:
+    """The anomaly map of every volume (tqdm progress)."""
+    from tqdm.auto import tqdm
+
+    return {s: run_job(anomaly_map(v.image, v.spacing, model, mask=v.mask, residual=residual)).anomaly
+            for s, v in tqdm(volumes.items(), desc=desc, leave=False)}
 
 
-def evaluate_all(models: dict[str, AnomalyModel], log: Callable[[str], None] = print) -> tuple[list[dict], dict]:
-    """Every model and the intensity baseline on every test volume; also the auto thresholds."""
-    subjects = sorted({s for group in TEST_SETS.values() for s in group})
-    volumes = {s: load_test_volume(s) for s in subjects}
+def evaluate_all(models: dict[str, AnomalyModel], log: Callable[[str], None] = print,
+                 test_sets: dict[str, list[str]] | None = None, residuals: Sequence[str] = ("positive", "absolute"),
+                 cases: list[dict] | None = None) -> list[dict]:
+    """Every model and both intensity baselines on every volume of every test set (progress bars)."""
+    import warnings
+
+    from tqdm.auto import tqdm
+
+    test_sets = TEST_SETS if test_sets is None else test_sets
+    subjects = list(dict.fromkeys(s for group in test_sets.values() for s in group))
+    volumes = {s: load_test_volume(s) for s in tqdm(subjects, desc="loading test volumes")}
+    methods = [(name, None, None) for name in BASELINES] + [
+        (kind, model, residual) for kind, model in models.items() for residual in residuals]
     rows: list[dict] = []
-    for name, median_at in BASELINES.items():
+    for name, model, residual in tqdm(methods, desc="methods"):
         started = time.time()
-        baseline = {s: intensity_baseline(v, median_at=median_at) for s, v in volumes.items()}
-        rows += evaluate_maps(name, baseline, volumes, BASELINE_THRESHOLDS, (time.time() - started) / len(volumes))
-    thresholds: dict[str, float] = {}
-    for kind, model in models.items():
-        for residual, label in RESIDUAL_LABELS.items():
-            started = time.time()
-            maps = {s: run_job(anomaly_map(v.image, v.spacing, model, mask=v.mask, residual=residual)).anomaly
-                    for s, v in volumes.items()}
-            seconds = (time.time() - started) / len(volumes)
-            log(f"{kind} {label}: anomaly maps in {seconds:.2f} s per volume")
-            rows += evaluate_maps(f"{kind} {label}", maps, volumes, VAE_THRESHOLDS, seconds, WIDE_THRESHOLDS)
-            if residual == "positive":  # the plugin's score
-                thresholds[kind] = global_threshold(maps, volumes, WIDE_THRESHOLDS)
-    return rows, thresholds
+        if model is None:
+            maps = {s: intensity_baseline(v, median_at=BASELINES[name]) for s, v in volumes.items()}
+            thresholds, wide, label = BASELINE_THRESHOLDS, None, name
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the "is this a FLAIR?" note, expected on other sites
+                maps = model_maps(model, volumes, residual, desc=f"{name} {residual}")
+            thresholds, wide, label = VAE_THRESHOLDS, WIDE_THRESHOLDS, f"{name} {RESIDUAL_LABELS[residual]}"
+        seconds = (time.time() - started) / len(volumes)
+        log(f"{label}: maps in {seconds:.2f} s per volume")
+        rows += evaluate_maps(label, maps, volumes, thresholds, seconds, wide, test_sets, cases)
+    return rows
 
 
 BASELINES = {"FLAIR intensity (baseline)": None, "FLAIR intensity, median-normalised (baseline)": 0.5}
@@ -184,6 +229,8 @@ BASELINES = {"FLAIR intensity (baseline)": None, "FLAIR intensity, median-normal
 RESIDUAL_LABELS = {"positive": "max(x − x̂ − r̄, 0)", "absolute": "abs(x − x̂) (paper)"}
 """Scores each VAE is evaluated with (``inference.anomaly.RESIDUALS``) and their table labels."""
 
+CASE_COLUMNS = ("method", "test set", "subject", "dice", "threshold", "dice (wide)", "threshold (wide)",
+                "AUPRC", "AUROC", "lesion voxels")
 COLUMNS = ("method", "test set", "dice", "dice std", "dice A->B", "dice B->A", "threshold A->B",
            "threshold B->A", "dice (wide)", "dice (wide) std", "dice (wide) A->B", "dice (wide) B->A",
            "threshold (wide) A->B", "threshold (wide) B->A", "AUPRC", "AUROC",
@@ -211,8 +258,8 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_results(rows: list[dict], out_dir: str | Path) -> dict[str, Path]:
-    """``uad_eval.md``, ``uad_eval.csv`` and ``uad_eval.png`` in ``out_dir``."""
+def write_results(rows: list[dict], out_dir: str | Path, cases: list[dict] | None = None) -> dict[str, Path]:
+    """``uad_eval.md``, ``uad_eval.csv``, ``uad_eval.png`` (and ``uad_cases.csv``) in ``out_dir``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -226,9 +273,15 @@ def write_results(rows: list[dict], out_dir: str | Path) -> dict[str, Path]:
         writer = csv.DictWriter(handle, fieldnames=list(COLUMNS), extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
+    if cases is not None:
+        paths["cases"] = out_dir / "uad_cases.csv"
+        with open(paths["cases"], "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(CASE_COLUMNS), extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(cases)
     methods = list(dict.fromkeys(r["method"] for r in rows))
     sets = list(dict.fromkeys(r["test set"] for r in rows))
-    figure, axes = plt.subplots(1, 2, figsize=(12, 5))
+    figure, axes = plt.subplots(1, 2, figsize=(16, 6))
     width = 0.8 / len(methods)
     for metric, axis in zip(("dice (wide)", "AUPRC"), axes, strict=True):
         for i, method in enumerate(methods):

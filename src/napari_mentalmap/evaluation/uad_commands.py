@@ -8,50 +8,118 @@ import sys
 from pathlib import Path
 
 from ..checkpoints import load_record, save_record
+from ..models.uad_dae import DAE_KINDS
 from ..models.uad_vae import KINDS
+
+ANOMALY_KINDS = KINDS + DAE_KINDS
 
 
 def run_eval_uad(args: argparse.Namespace) -> int:
-    """Evaluate the shipped (or given) weights; write results and store the auto thresholds."""
+    """Evaluate the shipped (or given) weights on every test set; write the results (per set and
+    per case) and, with ``--store-thresholds``, the Auto thresholds chosen on *validation*."""
     import torch
 
     from ..inference.anomaly import load_anomaly_model, weights_path
+    from .calibration import validate_model
     from .uad import evaluate_all, write_results
 
     torch.set_num_threads(args.threads)
     models = {kind: load_anomaly_model(kind, args.device) for kind in args.kinds}
-    rows, thresholds = evaluate_all(models)
-    paths = write_results(rows, args.out_dir)
+    cases: list[dict] = []
+    rows = evaluate_all(models, residuals=args.residuals, cases=cases)
+    paths = write_results(rows, args.out_dir, cases)
     print(paths["md"].read_text())
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     if args.store_thresholds:
         command = "mentalmap " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-        for kind in args.kinds:
+        for kind, model in models.items():
+            scores = validate_model(model, residual="positive")
             path = weights_path(kind)
             record = load_record(path)
-            record["threshold"] = thresholds[kind]
-            record["threshold_note"] = ("best mean Dice of the max(x - x_hat - r, 0) map over 15 thresholds in "
-                                        "[0.05, 0.75] on every test volume except the shipped sample patient07")
+            record["threshold"] = scores["threshold"]
+            record["threshold_note"] = ("best mean Dice of the max(x - x_hat - r, 0) map over thresholds "
+                                        "0.01...0.75 (step 0.01) on the validation FLAIRs Subj18-20 against "
+                                        "wml_auto; never on a test set")
+            record["threshold_validation"] = scores
             record["residual"] = "positive"
             record["metrics"] = [r for r in rows if r["method"].startswith(kind + " ")]
             record["eval_command"] = command
             save_record(path, record)
-            print(f"{kind}: auto threshold {thresholds[kind]:g} stored in {path}")
+            print(f"{kind}: auto threshold {scores['threshold']:g} (validation) stored in {path}")
     return 0
 
 
 def add_uad_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add ``uad`` to the ``eval`` subcommand group."""
-    parser = subparsers.add_parser("uad", help="lesion detection by the anomaly VAEs vs an intensity baseline")
-    parser.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS))
+    parser = subparsers.add_parser("uad", help="lesion detection by the anomaly models vs the intensity baselines")
+    parser.add_argument("--kinds", nargs="+", choices=ANOMALY_KINDS, default=list(ANOMALY_KINDS))
+    parser.add_argument("--residuals", nargs="+", choices=("positive", "absolute"), default=["positive", "absolute"],
+                        help="anomaly scores each model is evaluated with")
     parser.add_argument("--out-dir", default=str(Path("results") / "uad"))
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--store-thresholds", action="store_true",
-                        help="also write the chosen Auto thresholds and metrics into the weights files "
-                             "(a release step; evaluation alone writes only into --out-dir)")
+                        help="also write the Auto thresholds (chosen on the validation FLAIRs) and the test "
+                             "metrics into the weights files (a release step)")
     parser.set_defaults(func=run_eval_uad)
     return parser
+
+
+def add_uad_validate_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``uad-validate`` to the ``eval`` subcommand group."""
+    parser = subparsers.add_parser(
+        "uad-validate", help="validation (Subj18-20 vs wml_auto) scores of anomaly models, runs and baselines")
+    parser.add_argument("--kinds", nargs="*", choices=ANOMALY_KINDS, default=[], help="shipped weights")
+    parser.add_argument("--runs", nargs="*", default=[], help="DAE run folders (their last.pt)")
+    parser.add_argument("--residuals", nargs="+", choices=("positive", "absolute"), default=["positive"])
+    parser.add_argument("--out", default=str(Path("results") / "uad" / "uad_validation.csv"))
+    parser.add_argument("--threads", type=int, default=1)
+    parser.set_defaults(func=run_uad_validate)
+
+
+def dae_from_run(run_dir: str | Path):
+    """The DAE of a training run folder (its ``last.pt``) as an ``AnomalyModel``."""
+    from ..inference.anomaly import AnomalyModel
+    from ..io.preprocess import GridSpec
+    from ..models.uad_dae import DAEConfig, DenoisingUNet
+
+    record = load_record(Path(run_dir) / "last.pt")
+    config = record["train_config"]
+    model = DenoisingUNet(DAEConfig.from_dict(config["model"]))
+    model.load_state_dict(record["state_dict"])
+    return AnomalyModel(model.eval(), config["kind"], GridSpec(**config["grid"]), None, {})
+
+
+def run_uad_validate(args: argparse.Namespace) -> int:
+    """Print and write the validation scores (AUPRC, Auto threshold, Dice) used for every choice."""
+    import csv
+
+    import torch
+
+    from ..inference.anomaly import load_anomaly_model
+    from .calibration import validate_baselines, validate_model, validation_volumes
+
+    torch.set_num_threads(args.threads)
+    volumes = validation_volumes()
+    rows = [{"method": name, "residual": "", **scores} for name, scores in validate_baselines(volumes).items()]
+    models = {kind: load_anomaly_model(kind, "cpu") for kind in args.kinds}
+    for run in args.runs:
+        models[run] = dae_from_run(run)
+    for name, model in models.items():
+        for residual in args.residuals:
+            rows.append({"method": name, "residual": residual, **validate_model(model, volumes, residual)})
+            print(rows[-1])
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    with open(args.out, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["method", "residual", "AUPRC", "threshold", "dice at threshold",
+                                                    "half/half dice", "subjects"])
+        writer.writeheader()
+        writer.writerows({**r, "subjects": " ".join(r["subjects"])} for r in rows)
+    for r in rows:
+        print(f"{r['method']:<55} {r['residual']:<9} AUPRC {r['AUPRC']:.3f}  auto threshold {r['threshold']:g}  "
+              f"Dice {r['dice at threshold']:.3f}  half/half {r['half/half dice']:.3f}")
+    print(f"wrote {args.out}")
+    return 0
 
 
 def add_uad_residual_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -80,6 +148,7 @@ def add_uad_baseline_threshold_parser(subparsers: argparse._SubParsersAction) ->
     parser = subparsers.add_parser(
         "uad-baseline-threshold", help="the intensity baseline's Auto threshold, chosen on validation")
     parser.set_defaults(func=run_uad_baseline_threshold)
+    add_uad_validate_parser(subparsers)  # registered here: the group's command list is not this module's
 
 
 def run_uad_baseline_threshold(args: argparse.Namespace) -> int:

@@ -35,6 +35,7 @@ from ..io.preprocess import (
     resample_from_grid,
     to_model_grid,
 )
+from ..models.uad_dae import DAE_KINDS, DAEConfig, DenoisingUNet
 from ..models.uad_vae import KINDS, UADVAE, VAEConfig
 from .brain import auto_brain_mask
 from .jobs import Progress
@@ -42,6 +43,8 @@ from .jobs import run_to_completion as run_job  # noqa: F401 (re-exported for th
 from .labels import DEFAULT_MIN_SIZE, LabelUpdater, remove_small, threshold_labels  # noqa: F401 (re-exported)
 
 DEFAULT_MEDIAN_SIZE = 3
+ANOMALY_KINDS: tuple[str, ...] = KINDS + DAE_KINDS
+"""Every anomaly model kind: the VAEs and the denoising autoencoder (``dae2d``)."""
 
 
 def weights_path(kind: str) -> Path:
@@ -51,15 +54,17 @@ def weights_path(kind: str) -> Path:
 
 def train_command(kind: str) -> str:
     """The command that (re)creates the shipped weights of ``kind``."""
+    if kind in DAE_KINDS:
+        return shipped(f"uad_{kind}").command
     epochs = {"dense2d": 50, "spatial2d": 30, "dense3d": 75, "spatial3d": 50}.get(kind, 50)
     return f"mentalmap train uad --kind {kind} --epochs {epochs} --period 50"
 
 
 @dataclass
 class AnomalyModel:
-    """A loaded anomaly VAE plus what was stored with it."""
+    """A loaded anomaly VAE (or denoising autoencoder) plus what was stored with it."""
 
-    model: UADVAE
+    model: UADVAE | DenoisingUNet
     kind: str
     grid: GridSpec
     threshold: float | None = None
@@ -85,15 +90,23 @@ class AnomalyModel:
 
 
 def load_anomaly_model(kind_or_path: str | Path, device: str | torch.device = "cpu") -> AnomalyModel:
-    """Load shipped weights by kind (``dense3d`` ...) or from a file path."""
-    path = weights_path(str(kind_or_path)) if str(kind_or_path) in KINDS else Path(kind_or_path)
-    kind = str(kind_or_path) if str(kind_or_path) in KINDS else path.stem.removeprefix("uad_")
+    """Load shipped weights by kind (``dense3d`` ..., ``dae2d``) or from a file path."""
+    path = weights_path(str(kind_or_path)) if str(kind_or_path) in ANOMALY_KINDS else Path(kind_or_path)
+    kind = str(kind_or_path) if str(kind_or_path) in ANOMALY_KINDS else path.stem.removeprefix("uad_")
     if not path.is_file():
         raise WeightsNotFoundError(f"weights file {path} not found; train it with: {train_command(kind)}")
-    record = load_record(path, "uad_vae")
+    record = load_record(path)
+    dae = record.get("format") == "uad_dae"
+    if not dae:
+        record = load_record(path, "uad_vae")
     try:
-        model = UADVAE(VAEConfig.from_dict(record["config"]))
-        model.load_state_dict(record["state_dict"])
+        if dae:
+            model = DenoisingUNet(DAEConfig.from_dict(record["config"]))
+            model.load_state_dict({k: v.float() if v.is_floating_point() else v
+                                   for k, v in record["state_dict"].items()})
+        else:
+            model = UADVAE(VAEConfig.from_dict(record["config"]))
+            model.load_state_dict(record["state_dict"])
     except (KeyError, RuntimeError, TypeError, ValueError) as error:
         raise WeightsError(
             f"weights file {path} does not match the model code ({error}); retrain with: {train_command(kind)}"
@@ -115,7 +128,7 @@ class AnomalyResult:
     warnings: list[str] = field(default_factory=list)
 
 
-def _reconstruct(model: UADVAE, image: np.ndarray, device: torch.device,
+def _reconstruct(model: UADVAE | DenoisingUNet, image: np.ndarray, device: torch.device,
                  batch_size: int) -> Generator[Progress, None, np.ndarray]:
     x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
     if model.config.ndim == 3:

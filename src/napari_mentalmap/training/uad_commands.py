@@ -9,11 +9,46 @@ import sys
 from pathlib import Path
 
 from ..checkpoints import WEIGHTS_DIR  # noqa: E402
+from ..models.uad_dae import DAE_KINDS
 from ..models.uad_vae import KINDS
+
+
+def _command_line(args: argparse.Namespace) -> str:
+    if args.command_line is not None:
+        return args.command_line
+    return "mentalmap " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def run_train_dae(args: argparse.Namespace) -> int:
+    """Train the denoising autoencoder (resumable), then write ``weights/uad_dae2d.pt``."""
+    from .uad_dae import DAETrainConfig, export_dae_weights, train_dae
+
+    config = DAETrainConfig(
+        kind=args.kind, out_dir=args.out_dir or f"runs/uad_{args.kind}", epochs=args.epochs,
+        batch_size=args.batch_size or 16, lr=args.lr, noise_std=args.noise_std, seed=args.seed,
+        num_threads=args.threads, max_minutes=args.max_minutes,
+    )
+    if args.median_at is not None:
+        config.grid = {**config.grid, "median_at": None if args.median_at <= 0 else args.median_at}
+    if args.channels:
+        from ..io.preprocess import GridSpec
+        from ..models.uad_dae import default_dae_config
+
+        model = default_dae_config(GridSpec(**config.grid).size, args.noise_std).to_dict()
+        model["channels"] = args.channels
+        config.model = model
+    summary = train_dae(config, resume=args.resume, command=_command_line(args))
+    print(f"{args.kind}: {summary['epoch']} epochs, {summary['train_seconds']:.0f} s of training")
+    if not args.no_export and summary["epoch"] >= config.epochs:
+        path = export_dae_weights(config.out_dir, Path(args.weights_dir) / f"uad_{args.kind}.pt")
+        print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
+    return 0
 
 
 def run_train_uad(args: argparse.Namespace) -> int:
     """Train (resumable), then write ``weights/uad_<kind>.pt`` unless ``--no-export``."""
+    if args.kind in DAE_KINDS:
+        return run_train_dae(args)
     if importlib.util.find_spec("lightning_fabric") is None:
         print("mentalmap train uad needs Lightning Fabric, which is not installed: "
               "pip install 'napari-mentalmap[train]'", file=sys.stderr)
@@ -50,8 +85,11 @@ def run_train_uad(args: argparse.Namespace) -> int:
 
 def add_uad_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add ``uad`` to the ``train`` subcommand group."""
-    parser = subparsers.add_parser("uad", help="anomaly VAE (dense/spatial, 2-D/3-D) on healthy FLAIR")
-    parser.add_argument("--kind", choices=KINDS, default="dense3d")
+    parser = subparsers.add_parser(
+        "uad", help="anomaly VAE (dense/spatial, 2-D/3-D) or denoising autoencoder (dae2d) on healthy FLAIR")
+    parser.add_argument("--kind", choices=KINDS + DAE_KINDS, default="dense3d")
+    parser.add_argument("--noise-std", type=float, default=0.1,
+                        help="dae2d: std of the coarse training noise (normalised intensity units)")
     parser.add_argument("--epochs", type=int, default=75)
     parser.add_argument("--period", type=float, default=50.0, help="cyclical β annealing period (epochs)")
     parser.add_argument("--batch-size", type=int, default=None, help="default: 4 volumes (3-D), 32 slices (2-D)")
@@ -59,10 +97,11 @@ def add_uad_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
     parser.add_argument("--kl-weight", type=float, default=1.0)
     parser.add_argument("--latent-dim", type=int, default=None,
                         help="latent size (dense) or latent channels (spatial); default per kind")
-    parser.add_argument("--channels", type=int, nargs=4, default=None, help="the 4 encoder widths")
+    parser.add_argument("--channels", type=int, nargs="+", default=None,
+                        help="the 4 encoder widths (VAEs) or the U-Net level widths (dae2d)")
     parser.add_argument("--median-at", type=float, default=None,
                         help="normalise so that the brain's median intensity maps to this value "
-                             "(default: the 99.5th percentile maps to 1)")
+                             "(default: the 99.5th percentile maps to 1; dae2d: 0.5, give 0 for percentiles)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--max-minutes", type=float, default=None, help="stop (resumable) after this long")

@@ -35,6 +35,7 @@ from superqt import QLabeledDoubleSlider
 
 from ..device import available_devices
 from ..inference.anomaly import (
+    ANOMALY_KINDS,
     DEFAULT_MIN_SIZE,
     INTENSITY_AUTO_THRESHOLD,
     INTENSITY_METHOD,
@@ -56,7 +57,7 @@ if TYPE_CHECKING:
 
 NO_TRUTH = "(none)"
 DEFAULT_METHOD = INTENSITY_METHOD  # best on validation and on every manual-label test set (README)
-METHODS = (INTENSITY_METHOD, *KINDS)
+METHODS = (INTENSITY_METHOD, *ANOMALY_KINDS)
 RESIDUAL_NAMES = {"positive": "brighter than reconstruction (hyperintense)",
                   "absolute": "|image − reconstruction| (paper)"}
 
@@ -98,15 +99,16 @@ class AnomalyWidget(QWidget):
         super().__init__(parent)
         self.viewer = napari_viewer
         self.results: dict[str, SourceResult] = {}  # source layer name -> its result
-        self.weights: dict[str, Path] = {kind: weights_path(kind) for kind in KINDS}
+        self.weights: dict[str, Path] = {kind: weights_path(kind) for kind in ANOMALY_KINDS}
         self.last_update_ms = float("nan")
         self._truth_cache: tuple | None = None
 
         self.layer_combo = QComboBox()
         self.model_combo = QComboBox()
         for method in METHODS:
-            self.model_combo.addItem(method if method == INTENSITY_METHOD else f"VAE {method} (Lambert et al.)",
-                                     method)
+            label = (method if method == INTENSITY_METHOD else f"VAE {method} (Lambert et al.)" if method in KINDS
+                     else f"DAE {method} (Kascenas et al.)")
+            self.model_combo.addItem(label, method)
         self.model_combo.setCurrentIndex(METHODS.index(DEFAULT_METHOD))
         self.residual_combo = QComboBox()
         for residual in RESIDUALS:
