@@ -216,8 +216,8 @@ KINDS: dict[str, dict[str, str]] = {
             "dense = vector latent, spatial = latent map; 2d = axial slices, 3d = the whole volume. The "
             "anomaly map is the reconstruction error inside the brain on the input's own grid; the "
             "default score is max(x - x_hat - r, 0) with r the stored mean healthy residual "
-            "(`healthy_residual`), the paper's |x - x_hat| is the alternative. Used by the *Anomaly maps "
-            "(VAE)* dock and `mentalmap predict anomaly`."
+            "(`healthy_residual`), the paper's |x - x_hat| is the alternative. Offered by the *Anomaly maps* "
+            "dock and `mentalmap predict anomaly`."
         ),
         "data": (
             "FLAIR of the training subjects, normalised inside the brain mask (0.5th / 99.5th "
@@ -234,12 +234,37 @@ KINDS: dict[str, dict[str, str]] = {
             "lesions are missed. A map is a prompt for review, never a segmentation to trust.\n"
             "- Trained on few subjects from one elderly cohort; scanners, protocols and ages unlike "
             "theirs raise the error everywhere.\n"
-            "- The stored threshold (`threshold`) was chosen on test volumes (see `threshold_note`).\n"
+            "- The stored threshold (`threshold`) was chosen on the validation FLAIRs (see `threshold_note`).\n"
             "- The model grid is coarse (about 1.4-2.7 mm); lesions of a few voxels are hard to see."
         ),
         "references": (
             "- B. Lambert, M. Louis, S. Doyle, F. Forbes, M. Dojat, A. Tucholka, \"Leveraging 3D "
             "Information in Unsupervised Brain MRI Segmentation\", ISBI 2021 (arXiv:2101.10674)."
+        ),
+    },
+    "uad_dae": {
+        "title": "Denoising autoencoder on FLAIR ({kind})",
+        "what": (
+            "A 2-D U-Net trained to remove coarse (low-resolution, upsampled) Gaussian noise from healthy "
+            "FLAIR slices, after Kascenas et al. 2022; the anomaly map is max(x - x_hat, 0) of the clean "
+            "input inside the brain, on the input's own grid. Offered by the *Anomaly maps* dock and "
+            "`mentalmap predict anomaly --model {kind}`."
+        ),
+        "data": (
+            "FLAIR of the NiChart training subjects (Subj1-17), median-standardised inside the brain mask "
+            "and resampled to the model grid; the automatic `wml_auto` lesion voxels are left out of the "
+            "loss. Noise scale, standardisation, score and training length chosen on Subj18-20."
+        ),
+        "intended_use": "Highlighting candidate hyperintense regions in a FLAIR for review; research.",
+        "limitations": (
+            "- On every manual-label test set the FLAIR intensity threshold (the dock's default) is better "
+            "(docs/uad.md); this model is the best learned one, not the best method.\n"
+            "- Trained on 17 elderly subjects from one site; longer training reconstructs lesions too "
+            "(validation AUPRC fell from 0.553 at 5 epochs to 0.281 at 35), so the 5-epoch model ships."
+        ),
+        "references": (
+            "- A. Kascenas, N. Pugeault, A. Q. O'Neil, \"Denoising Autoencoders for Unsupervised Anomaly "
+            "Detection in Brain MRI\", MIDL 2022."
         ),
     },
 }
