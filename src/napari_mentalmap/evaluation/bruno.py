@@ -233,5 +233,5 @@ def save_results(rows: list[Row], out_dir: Path) -> None:
         np.atleast_1d(axes)[-1].legend(fontsize=7)
         fig.suptitle(f"SSIM per pose — {dataset}")
         fig.tight_layout()
-        fig.savefig(out_dir / f"ssim_per_pose_{dataset}.png", dpi=110)
+        fig.savefig(out_dir / f"ssim_per_pose_{dataset.replace('/', '-')}.png", dpi=110)
         plt.close(fig)

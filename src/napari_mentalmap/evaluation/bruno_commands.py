@@ -45,7 +45,7 @@ def datasets(names: list[str]) -> dict[str, list[str]]:
                 out[f"{source} test"] = subjects
         elif name == "open_ms":
             out["open_ms"] = SPLITS[name]
-            out["open_ms w/o patient07"] = [s for s in SPLITS[name] if s != SHIPPED_SAMPLE]
+            out["open_ms without patient07"] = [s for s in SPLITS[name] if s != SHIPPED_SAMPLE]
         elif name == "ixi_head":
             out["IXI with skull (out-of-distribution)"] = SPLITS[name]
         else:

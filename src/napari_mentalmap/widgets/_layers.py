@@ -46,7 +46,7 @@ def scroll_content(widget: Any) -> Any:
     A dock built on it keeps a small minimum height (it scrolls instead), so the three docks
     open together fit a 1080-pixel-high screen instead of growing the window past it.
     """
-    from qtpy.QtCore import QSize, Qt
+    from qtpy.QtCore import QSize
     from qtpy.QtWidgets import QFrame, QScrollArea, QVBoxLayout, QWidget
 
     class VerticalScroll(QScrollArea):
@@ -66,7 +66,6 @@ def scroll_content(widget: Any) -> Any:
     area.setWidgetResizable(True)
     area.setFrameShape(QFrame.Shape.NoFrame)
     area.setWidget(content)
-    area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
     outer = QVBoxLayout(widget)
     outer.setContentsMargins(0, 0, 0, 0)
     outer.addWidget(area)
