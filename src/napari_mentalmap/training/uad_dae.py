@@ -23,7 +23,6 @@ import numpy as np
 import torch
 
 from ..checkpoints import load_record, save_record
-from ..data.splits import SPLITS
 from ..data.subjects import SubjectGrid, healthy_weight, load_split
 from ..io.preprocess import GridSpec
 from ..models.uad_dae import DAEConfig, DenoisingUNet, coarse_noise, default_dae_config
@@ -173,29 +172,7 @@ def train_dae(config: DAETrainConfig, resume: bool = True, subjects: dict | None
 
 
 def export_dae_weights(run_dir: str | Path, path: str | Path, extra: dict | None = None) -> Path:
-    """Write the small shipped file (float16 weights + config + split + grid + command) from a run."""
-    record = load_record(Path(run_dir) / "last.pt")
-    train_config = record["train_config"]
-    history = record["train_state"]["history"]
-    out = {
-        "format": "uad_dae",
-        "kind": train_config["kind"],
-        "config": train_config["model"],
-        "grid": train_config["grid"],
-        "state_dict": {k: v.to(torch.float16) if v.is_floating_point() else v
-                       for k, v in record["state_dict"].items()},
-        "split": {"train": SPLITS["nichart_train"], "val": SPLITS["nichart_val"]},
-        "train_config": train_config,
-        "train_seconds": record["train_state"]["train_seconds"],
-        "epochs": record["train_state"]["epoch"],
-        "final_val_l1": history[-1]["val_l1"] if history else None,
-        "command": record.get("command", ""),
-        "residual": "positive",
-        "threshold": None,
-        "metrics": {},
-    }
-    out.update(extra or {})
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_record(path, out)
-    return path
+    """Write the small shipped file from a run: the UAD export with the DAE's format and score."""
+    from .uad import export_weights
+
+    return export_weights(run_dir, path, {"format": "uad_dae", "residual": "positive", **(extra or {})})
