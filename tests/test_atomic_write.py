@@ -31,6 +31,21 @@ def leftovers(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if ".tmp" in p.name)
 
 
+def kill_after_ready(script_and_args: list[str], seconds: float) -> subprocess.Popen:
+    """Run ``python -c SCRIPT ARGS``, wait for its "ready" line, let it save for ``seconds``, SIGKILL it."""
+    process = subprocess.Popen([sys.executable, "-c", *script_and_args], stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == "ready"
+        time.sleep(seconds)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+        if process.stdout is not None:
+            process.stdout.close()
+    return process
+
+
 @pytest.mark.parametrize("name", ["seg.nii.gz", "seg.nii", "seg.mgz"])
 def test_failed_save_keeps_previous_file(tmp_path: Path, monkeypatch, name: str) -> None:
     path = tmp_path / name
@@ -120,20 +135,7 @@ def test_killed_writer_never_corrupts_file(tmp_path: Path) -> None:
     rng = random.Random(1234)
     seen = set()
     for _ in range(8):
-        process = subprocess.Popen(
-            [sys.executable, "-c", WRITER, str(path), *map(str, new_seeds)],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            assert process.stdout is not None
-            assert process.stdout.readline().strip() == "ready"
-            time.sleep(rng.uniform(0.05, 0.6))
-        finally:
-            process.send_signal(signal.SIGKILL)
-            process.wait(timeout=30)
-            if process.stdout is not None:
-                process.stdout.close()
+        process = kill_after_ready([WRITER, str(path), *map(str, new_seeds)], rng.uniform(0.05, 0.6))
         assert process.returncode == -signal.SIGKILL
 
         image = nib.load(str(path))
@@ -185,17 +187,8 @@ def test_killed_napari_save_layers_never_corrupts_the_annotation(tmp_path: Path)
     candidates = [from_canonical(v, np.eye(4)) for v in (old, *new)]
     rng = random.Random(7)
     for _ in range(4):
-        process = subprocess.Popen([sys.executable, "-c", NAPARI_SAVER, str(path), str(source)],
-                                   stdout=subprocess.PIPE, text=True)
-        try:
-            assert process.stdout is not None
-            assert process.stdout.readline().strip() == "ready"
-            time.sleep(rng.uniform(0.05, 0.8))
-        finally:
-            process.send_signal(signal.SIGKILL)
-            process.wait(timeout=30)
-            if process.stdout is not None:
-                process.stdout.close()
+        process = kill_after_ready([NAPARI_SAVER, str(path), str(source)], rng.uniform(0.05, 0.8))
+        assert process.returncode == -signal.SIGKILL
         image = nib.load(str(path))
         data = np.asanyarray(image.dataobj)  # readable, complete
         assert data.shape == (96, 96, 96) and data.dtype == np.uint8
