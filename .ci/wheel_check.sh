@@ -156,6 +156,14 @@ check_predict() {
     [ -s "$OUT/predict/$(basename "$flair" .nii.gz)_anomaly.nii.gz" ]
 }
 
+check_predict_latent() {
+    local t1
+    t1="$("$VENV/bin/python" -c "from napari_mentalmap._sample_data import SAMPLE_T1; print(SAMPLE_T1)")"
+    "$VENV/bin/mentalmap" predict latent -i "$t1" -o "$OUT/predict" --device cpu --threads 1 || return 1
+    [ -s "$OUT/predict/$(basename "$t1" .nii.gz)_latents.npz" ] &&
+        [ -s "$OUT/predict/$(basename "$t1" .nii.gz)_latent_reconstruction.nii.gz" ]
+}
+
 check_train_without_extra() {
     if "$VENV/bin/python" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('lightning_fabric') is None)"; then
         echo "lightning_fabric is installed without the [train] extra: it should not be a core dependency"
@@ -208,6 +216,7 @@ step npe2-discover check_discovery
 step sample-data check_sample_data
 step nifti-round-trip check_round_trip
 step predict-anomaly check_predict
+step predict-latent check_predict_latent
 step train-needs-extra check_train_without_extra
 step package-unchanged check_package_unchanged
 step working-folder-clean check_empty_folder

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from .io.atomic import replace_atomically
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 MODEL_CARDS_URL = "docs/model_cards/README.md"
@@ -162,17 +163,12 @@ def save_record(path: str | os.PathLike, record: dict) -> Path:
     record = plain(record)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
+
+    def write(temporary: Path) -> None:
+        with open(temporary, "wb") as stream:
             torch.save(record, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(temporary, 0o644)  # mkstemp makes it private; weights are shared files
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+
+    replace_atomically(path, write, mode=0o644)  # weights are shared files
     return path
 
 

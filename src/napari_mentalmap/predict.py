@@ -29,7 +29,7 @@ import numpy as np
 
 from .checkpoints import WeightsError
 from .inference.jobs import run_to_completion
-from .io.atomic import volume_suffix
+from .io.atomic import volume_suffix, write_bytes_atomically
 from .io.nifti import Volume, is_volume_path, read_volume, write_volume
 
 STD_SAMPLES = 8
@@ -294,6 +294,42 @@ def run_mask(args: argparse.Namespace) -> int:
     return _process_all(args, "mask", process)
 
 
+def run_latent(args: argparse.Namespace) -> int:
+    """``mentalmap predict latent``: slice-VAE latents of every model-grid slice
+    (``<stem>_latents.npz``) and their decoding (``<stem>_latent_reconstruction.nii.gz``,
+    model grid placed over the input)."""
+    from .inference.latent import encode_volume_job, load_slice_vae
+
+    setup = _setup(args, "latent", lambda device: load_slice_vae(args.weights, str(device)))
+    if isinstance(setup, int):
+        return setup
+    _, bundle = setup
+
+    def process(path: Path, out_dir: Path) -> list[Path]:
+        volume = read_input(path)
+        encoded = run_to_completion(encode_volume_job(bundle, volume.data, volume.spacing))
+        mapping = encoded.prepared.mapping
+        affine = np.asarray(volume.affine, float) if mapping is None else grid_affine(volume, mapping)
+        stem = volume_stem(path)
+        latents = out_dir / f"{stem}_latents.npz"
+        write_bytes_atomically(latents, _npz_bytes(latents=encoded.latents.astype(np.float32),
+                                              poses=np.arange(len(encoded.latents)), grid_affine=affine))
+        reconstruction = write_volume(out_dir / f"{stem}_latent_reconstruction.nii.gz", encoded.reconstruction,
+                                      {"affine": affine.tolist()}, is_labels=False,
+                                      description="napari-mentalmap slice-VAE reconstruction (model grid)")
+        return [latents, reconstruction]
+
+    return _process_all(args, "latent", process)
+
+
+def _npz_bytes(**arrays: np.ndarray) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -341,6 +377,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     mask = kinds.add_parser("mask", help="brain mask of each T1 or FLAIR (<stem>_brain_mask.nii.gz)")
     _add_common(mask)
     mask.set_defaults(func=run_mask)
+
+    latent = kinds.add_parser("latent", help="slice-VAE latents of each T1 (<stem>_latents.npz: latents (P, D), "
+                                             "poses, grid_affine) and their decoding "
+                                             "(<stem>_latent_reconstruction.nii.gz, model grid over the input)")
+    _add_common(latent)
+    latent.set_defaults(func=run_latent)
 
     predict.set_defaults(func=lambda args: (predict.print_help(), 1)[1])
     return predict

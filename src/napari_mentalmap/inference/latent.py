@@ -164,6 +164,32 @@ def encode_volume(bundle: SliceVAEBundle, grid_volume: np.ndarray, chunk: int = 
     return np.concatenate(out)
 
 
+@dataclass
+class EncodedVolume:
+    """Latents of every model-grid slice of a volume and their decoded reconstruction."""
+
+    latents: np.ndarray  # (P, D) latent means
+    reconstruction: np.ndarray  # (P, S, S) in [0, 1], decoded latents
+    prepared: PreparedVolume
+
+
+def encode_volume_job(bundle: SliceVAEBundle, data: np.ndarray,
+                      spacing: tuple[float, float, float]) -> Generator[tuple[int, int, str], None, EncodedVolume]:
+    """Bring a 3-D volume (canonical axes) to the model grid, encode every slice and decode
+    the latents again (what ``mentalmap predict latent`` writes)."""
+    data = np.asarray(data, dtype=np.float32)
+    if data.ndim != 3:
+        raise ValueError(f"expected a 3-D volume, got shape {data.shape}")
+    yield 0, 3, "bringing the image to the model grid"
+    prepared = prepare_volume(data, tuple(spacing), bundle.spec)
+    yield 1, 3, "encoding slices"
+    latents = encode(bundle, prepared.grid)
+    yield 2, 3, "decoding latents"
+    reconstruction = decode(bundle, latents)
+    yield 3, 3, "done"
+    return EncodedVolume(latents, reconstruction, prepared)
+
+
 def principal_directions(bundle: SliceVAEBundle, pose: int, k: int = 4) -> tuple[np.ndarray, np.ndarray]:
     """Top ``k`` principal directions ``(k, D)`` and their std ``(k,)`` at slice position ``pose``."""
     pose = int(np.clip(pose, 0, bundle.n_poses - 1))

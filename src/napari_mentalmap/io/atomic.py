@@ -6,11 +6,13 @@ import os
 import secrets
 import stat
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import nibabel as nib
 
 NIFTI_SUFFIXES: tuple[str, ...] = (".nii", ".nii.gz", ".mgz")
+
 
 def volume_suffix(name: str) -> str:
     """The file's volume suffix as spelled in ``name`` (``.nii.gz`` counts as one suffix)."""
@@ -40,25 +42,28 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-def save_atomically(image: Any, path: Path) -> None:
-    """Save ``image`` to ``path`` so that ``path`` is never left half written.
+def replace_atomically(path: Path, write: Callable[[Path], None], mode: int | None = None) -> None:
+    """Write ``path`` through ``write(temporary)`` so that ``path`` is never left half written.
 
-    The image goes to a hidden temporary file in the same folder whose name ends with the
-    real suffix (nibabel picks the format from it), which is fsynced and then renamed onto
+    ``write`` fills a hidden temporary file in the same folder whose name ends with the real
+    suffix (nibabel picks the format from it); the file is fsynced and then renamed onto
     ``path`` with :func:`os.replace` (atomic on POSIX and Windows within one file system).
-    On any error the temporary file is removed and an existing ``path`` is left untouched.
-    A process killed mid-save can leave a ``.<name>.<random>.tmp<suffix>`` file behind, but
-    never a truncated ``path``.
+    The permissions are those of the file being replaced, else ``mode`` when given. On any
+    error the temporary file is removed and an existing ``path`` is left untouched. A process
+    killed mid-save can leave a ``.<name>.<random>.tmp<suffix>`` file behind, but never a
+    truncated ``path``.
     """
+    path = Path(path)
     suffix = volume_suffix(path.name)
     stem = path.name[: len(path.name) - len(suffix)]
     temporary = path.with_name(f".{stem}.{secrets.token_hex(6)}.tmp{suffix}")
     try:
-        nib.save(image, str(temporary))
+        write(temporary)
         try:  # keep the permissions of the file being replaced
             os.chmod(temporary, stat.S_IMODE(os.stat(path).st_mode))
         except FileNotFoundError:
-            pass
+            if mode is not None:
+                os.chmod(temporary, mode)
         _fsync_file(temporary)
         os.replace(temporary, path)
     except BaseException:
@@ -68,3 +73,13 @@ def save_atomically(image: Any, path: Path) -> None:
             pass
         raise
     _fsync_directory(path.parent)
+
+
+def save_atomically(image: Any, path: Path) -> None:
+    """Save a nibabel image to ``path`` atomically (see :func:`replace_atomically`)."""
+    replace_atomically(path, lambda temporary: nib.save(image, str(temporary)))
+
+
+def write_bytes_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (see :func:`replace_atomically`)."""
+    replace_atomically(path, lambda temporary: Path(temporary).write_bytes(data))
