@@ -46,7 +46,7 @@ def test_ddp_training_on_two_cpu_processes_reduces_the_loss(tmp_path):
     subjects = {"train": _subjects(6, 0), "val": _subjects(2, 1)}
     config = _config(tmp_path, steps=40, devices=2, strategy="ddp_spawn")
     result = train_bruno(config, resume=False, subjects=subjects, progress=False)
-    losses = np.array([value for _, value in result["history"]])
+    losses = np.array([entry["bpd"] for entry in result["history"]])
     assert len(losses) == 40 and np.isfinite(losses).all()
     assert losses[-8:].mean() < losses[:8].mean() - 0.05
     model, record = Bruno.load(tmp_path / "run" / "best.pt")

@@ -11,6 +11,7 @@ from napari_mentalmap.inference import brain
 from napari_mentalmap.models.skullstrip import (
     SkullStripUNet,
     head_grid,
+    load_model,
     postprocess,
     slice_stack,
 )
@@ -143,3 +144,34 @@ def test_flair_brain_masks_and_misregistered_subjects(nichart_test_subject):
         ("Subj21", "t1"), ("Subj21", "flair"), ("Subj23", "t1")]
     with pytest.raises(ValueError, match="not aligned"):
         load_brain("Subj23", "flair")
+
+
+def test_tiny_training_resumes_and_exports(tmp_path) -> None:
+    """Two short runs on one NiChart subject (the second continues the first), then the
+    export with its test Dice; the exported file loads as the brain-extraction model."""
+    from napari_mentalmap.checkpoints import load_record
+    from napari_mentalmap.data.splits import SPLITS
+    from napari_mentalmap.models.skullstrip import SkullStripConfig
+    from napari_mentalmap.training.skullstrip import (
+        SkullStripTrainConfig,
+        export_weights,
+        train_skullstrip,
+    )
+
+    model_config = SkullStripConfig(base=4, depth=2)
+    subjects = {"train": SPLITS["nichart_train"][:1], "val": SPLITS["nichart_val"][:1]}
+    config = SkullStripTrainConfig(out_dir=str(tmp_path / "run"), steps=2, batch_size=2, eval_every=2,
+                                   max_minutes=5)
+    first = train_skullstrip(config, model_config, command="test", subjects=subjects, progress=False)
+    assert first["steps"] == 2 and first["best_step"] == 2
+    assert 0.0 <= first["val"][f"{subjects['val'][0]} t1"]["skull"] <= 1.0
+    config = SkullStripTrainConfig(out_dir=str(tmp_path / "run"), steps=4, batch_size=2, eval_every=2,
+                                   max_minutes=5)
+    second = train_skullstrip(config, model_config, command="test", subjects=subjects, progress=False)
+    assert second["steps"] == 4 and len(second["history"]) == 4  # continued, not restarted
+    path = export_weights(tmp_path / "run", tmp_path / "skullstrip.pt", test_subjects=SPLITS["nichart_test"][:1])
+    record = load_record(path)
+    assert record["train"]["steps"] == 4 and record["train"]["command"] == "test"
+    assert 0.0 <= record["metrics"]["test_mean_skull"] <= 1.0
+    model, loaded_config = load_model(path)
+    assert loaded_config == model_config and isinstance(model, SkullStripUNet)

@@ -219,3 +219,26 @@ def test_command_parsers():
         add(parser.add_subparsers())
         args = parser.parse_args(argv)
         assert callable(args.func)
+
+
+def test_tiny_training_of_vae_and_segnet_resumes_and_writes_loadable_weights(tmp_path) -> None:
+    """One epoch on two NiChart subjects, then a second epoch that continues the first; the
+    written weights load as the explorer's bundle and the segmentation net."""
+    from napari_mentalmap.inference.latent import load_slice_vae
+    from napari_mentalmap.training.slice_vae import (
+        SliceVAETrainConfig,
+        train_segnet,
+        train_slice_vae,
+    )
+
+    config = SliceVAETrainConfig(epochs=1, seg_epochs=1, batch_size=64, latent_dim=4, channels=(4, 4, 8, 8),
+                                 ppca_rank=1, seg_width=4, subjects_limit=2)
+    first = train_slice_vae(config, tmp_path / "runs", tmp_path / "vae.pt", command="test", progress=False)
+    assert first["step"] == 1 and np.isfinite(first["val_mse"])
+    config.epochs = 2
+    second = train_slice_vae(config, tmp_path / "runs", tmp_path / "vae.pt", command="test", progress=False)
+    assert second["step"] == 2  # continued from the first run's last.pt
+    bundle = load_slice_vae(tmp_path / "vae.pt", device="cpu")
+    assert bundle.latent_dim == 4 and bundle.info["command"] == "test"
+    metrics = train_segnet(config, tmp_path / "runs", tmp_path / "segnet.pt", command="test", progress=False)
+    assert 0.0 <= metrics["val_dice"] <= 1.0 and (tmp_path / "segnet.pt").exists()

@@ -17,8 +17,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
     evaluate = subparsers.add_parser("eval", help="evaluate models on the held-out data")
     models = evaluate.add_subparsers(dest="model", metavar="MODEL")
-    add_bruno_parser(models)
-    add_uad_parser(models)
-    add_uad_residual_parser(models)
-    add_uad_baseline_threshold_parser(models)
-    add_slicevae_parser(models)
+    for add in (add_bruno_parser, add_uad_parser, add_uad_residual_parser, add_uad_baseline_threshold_parser,
+                add_slicevae_parser):
+        add(models)

@@ -8,18 +8,19 @@ returns a :class:`BrunoPosterior` that draws samples or the mean image at any qu
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from .config import DictConfig
 from .flows import ConditionalRealNVP, FlowConfig
 from .tprocess import LatentProcess, Posterior, make_process
 
 
 @dataclass
-class BrunoConfig:
+class BrunoConfig(DictConfig):
     flow: FlowConfig = field(default_factory=FlowConfig)
     process: str = "pose_aware"  # or "exchangeable" (the paper's)
     student_t: bool = True
@@ -30,9 +31,6 @@ class BrunoConfig:
     # far outside the training population (another pipeline's intensities, an outlying slice)
     # is then taken as the most extreme plausible anatomy instead of being extrapolated.
     context_latent_limit: float | None = None
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
     @classmethod
     def from_dict(cls, values: dict) -> BrunoConfig:

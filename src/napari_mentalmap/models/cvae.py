@@ -10,15 +10,17 @@ the prior mean; a sample decodes a prior draw.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .config import DictConfig
+
 
 @dataclass(frozen=True)
-class CVAEConfig:
+class CVAEConfig(DictConfig):
     """Architecture of :class:`ConditionalVAE`."""
 
     image_size: int = 64
@@ -27,8 +29,6 @@ class CVAEConfig:
     features: int = 256
     latent: int = 32
 
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def _encoder(width: int, features: int, size: int) -> nn.Sequential:

@@ -10,15 +10,17 @@ convolution, which is how it is implemented.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .config import DictConfig
+
 
 @dataclass
-class FlowConfig:
+class FlowConfig(DictConfig):
     """Architecture of :class:`ConditionalRealNVP`."""
 
     image_size: int = 64
@@ -34,8 +36,6 @@ class FlowConfig:
     pose_norm_min_scale: float | None = None  # floor of its scale (logit units); None = no floor
     initial_squeeze: bool = True  # squeeze to 4 x S/2 x S/2 first: 4x cheaper couplings
 
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def dequantize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

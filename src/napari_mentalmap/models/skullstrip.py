@@ -14,7 +14,7 @@ Arrays are in the canonical orientation of :mod:`napari_mentalmap.io.nifti`
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -23,22 +23,28 @@ from skimage import filters
 from torch import nn
 
 from ..io.preprocess import largest_component_filled
+from .config import DictConfig
 
 
 @dataclass(frozen=True)
-class SkullStripConfig:
+class SkullStripConfig(DictConfig):
     """Network width/depth and the fixed input grid of the brain-extraction model."""
 
     size: int = 96
+    """In-plane pixels of the head grid (square)."""
     slice_mm: float = 2.0
+    """Axial spacing of the head grid (mm)."""
     margin: float = 0.05
+    """Extra field of view around the head, as a fraction of its in-plane extent."""
     base: int = 12
+    """Channels of the U-Net's first level (doubled at each level)."""
     depth: int = 3
+    """Down-sampling levels of the U-Net."""
     low_percentile: float = 1.0
+    """Head intensity percentile mapped to 0."""
     high_percentile: float = 99.0
+    """Head intensity percentile mapped to 1."""
 
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 DEFAULT_CONFIG = SkullStripConfig()

@@ -13,31 +13,23 @@ Pure torch; no napari.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .config import DictConfig
+
 
 @dataclass(frozen=True)
-class SliceVAEConfig:
+class SliceVAEConfig(DictConfig):
     """Architecture of :class:`SliceVAE`; ``size`` must be divisible by ``2 ** len(channels[1:])``."""
 
     size: int = 64
     latent_dim: int = 32
     channels: tuple[int, ...] = (16, 32, 64, 64)
 
-    def to_dict(self) -> dict:
-        values = asdict(self)
-        values["channels"] = list(self.channels)
-        return values
-
-    @classmethod
-    def from_dict(cls, values: dict) -> SliceVAEConfig:
-        values = dict(values)
-        values["channels"] = tuple(values["channels"])
-        return cls(**values)
 
 
 def _groups(channels: int) -> int:

@@ -14,17 +14,19 @@ Pure torch; spatial sizes must be divisible by ``2 ** (len(channels) - 1)``.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .config import DictConfig
+
 DAE_KINDS: tuple[str, ...] = ("dae2d",)
 
 
 @dataclass
-class DAEConfig:
+class DAEConfig(DictConfig):
     """Architecture and corruption of one denoising autoencoder (stored with its weights)."""
 
     kind: str = "dae2d"
@@ -53,15 +55,6 @@ class DAEConfig:
     def ndim(self) -> int:
         return 2
 
-    def to_dict(self) -> dict:
-        values = asdict(self)
-        values["input_shape"] = list(self.input_shape)
-        values["channels"] = list(self.channels)
-        return values
-
-    @classmethod
-    def from_dict(cls, values: dict) -> DAEConfig:
-        return cls(**values)
 
 
 def _block(c_in: int, c_out: int) -> nn.Sequential:

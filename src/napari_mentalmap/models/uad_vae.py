@@ -17,16 +17,18 @@ kind), except the 3-D pose axis which is padded internally.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+
+from .config import DictConfig
 
 KINDS: tuple[str, ...] = ("dense2d", "dense3d", "spatial2d", "spatial3d")
 
 
 @dataclass
-class VAEConfig:
+class VAEConfig(DictConfig):
     """Architecture of one anomaly VAE (stored with its weights)."""
 
     kind: str = "dense3d"
@@ -55,15 +57,6 @@ class VAEConfig:
     def dense(self) -> bool:
         return self.kind.startswith("dense")
 
-    def to_dict(self) -> dict:
-        values = asdict(self)
-        values["input_shape"] = list(self.input_shape)
-        values["channels"] = list(self.channels)
-        return values
-
-    @classmethod
-    def from_dict(cls, values: dict) -> VAEConfig:
-        return cls(**values)
 
 
 def _strides(config: VAEConfig) -> tuple[int, ...]:

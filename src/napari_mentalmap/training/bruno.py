@@ -8,9 +8,8 @@ run interrupted at any point continues with ``--resume``.
 
 from __future__ import annotations
 
-import json
 import math
-import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from ..io.preprocess import GridSpec
 from ..models.bruno import Bruno, BrunoConfig
 from ..models.flows import dequantize
 from .datasets import SequenceDataset
+from .loop import LoopConfig, StepContext, fit
 
 
 @dataclass
@@ -174,110 +174,62 @@ def train_bruno(config: TrainConfig, resume: bool = True, subjects: dict | None 
 
 
 def _train_loop(fabric, config: TrainConfig, resume: bool, volumes: dict | None, progress: bool) -> dict:
-    from tqdm.auto import tqdm
-
-    if config.num_threads:
-        torch.set_num_threads(config.num_threads)
-    fabric.seed_everything(config.seed + fabric.global_rank)
-    out_dir = Path(config.out_dir)
-    if fabric.is_global_zero:
-        out_dir.mkdir(parents=True, exist_ok=True)
-
+    """One process's part of the training, on :func:`.loop.fit`."""
     spec = GridSpec(**config.bruno.grid) if config.bruno.grid else GridSpec(
         n_poses=config.bruno.flow.n_poses, size=config.bruno.flow.image_size
     )
     config.bruno.grid = spec.to_dict()
     if volumes is None:
         volumes = {split: [s.image for s in load_split(f"t1_{split}", "t1", spec)] for split in ("train", "val")}
+    running: dict[str, float] = {}
 
-    model = Bruno(config.bruno)
-    init_pose_norm(model, volumes["train"])
-    fast = [p for name, p in model.named_parameters() if name.startswith(("process.", "flow.pose_norm."))]
-    fast_ids = {id(p) for p in fast}
-    slow = [p for p in model.parameters() if id(p) not in fast_ids]
-    optimizer = torch.optim.Adam(
-        [{"params": slow, "lr_factor": 1.0}, {"params": fast, "lr_factor": config.process_lr_factor}],
-        lr=config.lr, weight_decay=config.weight_decay,
-    )
-    state = {"step": 0, "best_val_ssim": -1.0, "best_key": None, "history": [], "train_seconds": 0.0}
-    last_path = out_dir / "last.pt"
-    if resume and last_path.exists():
-        record = load_record(last_path)
-        model.load_state_dict(record["state_dict"])
-        optimizer.load_state_dict(record["optimizer"])
-        state.update(record["train_state"])
-        fabric.print(f"resumed from {last_path} at step {state['step']}")
-    model, optimizer = fabric.setup(model, optimizer)
-    model.mark_forward_method("training_terms")  # route through DDP's forward so gradients sync
+    def build():
+        model = Bruno(config.bruno)
+        init_pose_norm(model, volumes["train"])
+        fast = [p for name, p in model.named_parameters() if name.startswith(("process.", "flow.pose_norm."))]
+        fast_ids = {id(p) for p in fast}
+        slow = [p for p in model.parameters() if id(p) not in fast_ids]
+        optimizer = torch.optim.Adam(
+            [{"params": slow, "lr_factor": 1.0}, {"params": fast, "lr_factor": config.process_lr_factor}],
+            lr=config.lr, weight_decay=config.weight_decay,
+        )
+        return model, optimizer
 
-    dataset = SequenceDataset(volumes["train"], length=config.sequence_length,
-                              epoch_size=config.steps * config.batch_size * fabric.world_size,
-                              seed=config.seed + state["step"])
-    loader = fabric.setup_dataloaders(DataLoader(dataset, batch_size=config.batch_size, shuffle=False))
+    def batches(start: int, fabric) -> Iterator:
+        dataset = SequenceDataset(volumes["train"], length=config.sequence_length,
+                                  epoch_size=config.steps * config.batch_size * fabric.world_size,
+                                  seed=config.seed + start)
+        return iter(fabric.setup_dataloaders(DataLoader(dataset, batch_size=config.batch_size, shuffle=False)))
 
-    def save(path: Path, metrics: dict | None = None) -> None:
-        if not fabric.is_global_zero:
-            return
-        module = model.module if hasattr(model, "module") else model
-        record = {
-            "config": config.bruno.to_dict(),
-            "state_dict": module.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "train_state": state,
-            "train_config": config_to_dict(config),
-            "split": {k: SPLITS[f"t1_{k}"] for k in ("train", "val")},
-            "metrics": metrics or {},
-        }
-        save_record(path, record)
-
-    started = time.time()
-    seconds_before = state["train_seconds"]
-    bar = tqdm(total=config.steps, initial=state["step"], disable=not (progress and fabric.is_global_zero),
-               desc="train bruno")
-    running = None
-    model.train()
-    iterator = iter(loader)
-    while state["step"] < config.steps:
-        images, poses = next(iterator)
-        for group in optimizer.param_groups:
-            group["lr"] = config.lr * group["lr_factor"] * _lr_factor(state["step"], config)
-        log_prob, prediction_mse = model.training_terms(dequantize(images), poses)
-        bpd = model.bits_per_dim(log_prob).mean()  # bits/dim of every element given its predecessors
+    def step(context: StepContext, batch) -> dict[str, float]:
+        images, poses = batch
+        for group in context.optimizer.param_groups:
+            group["lr"] = config.lr * group["lr_factor"] * _lr_factor(context.index, config)
+        log_prob, prediction_mse = context.model.training_terms(dequantize(images), poses)
+        bpd = context.module.bits_per_dim(log_prob).mean()  # bits/dim of every element given its predecessors
         loss = bpd + config.prediction_weight * prediction_mse
-        optimizer.zero_grad(set_to_none=True)
-        fabric.backward(loss)
-        fabric.clip_gradients(model, optimizer, max_norm=config.grad_clip, error_if_nonfinite=False)
-        optimizer.step()
-        state["step"] += 1
+        context.optimizer.zero_grad(set_to_none=True)
+        context.backward(loss)
+        context.fabric.clip_gradients(context.model, context.optimizer, max_norm=config.grad_clip,
+                                      error_if_nonfinite=False)
+        context.optimizer.step()
         value = bpd.item()
-        running = value if running is None else 0.98 * running + 0.02 * value
-        state["history"].append([state["step"], value])
-        bar.update(1)
-        bar.set_postfix(bpd=f"{running:.3f}")
-        state["train_seconds"] = seconds_before + time.time() - started
-        out_of_time = config.max_minutes is not None and time.time() - started > 60 * config.max_minutes
-        if state["step"] % config.val_every == 0 or state["step"] == config.steps or out_of_time:
-            module = model.module if hasattr(model, "module") else model
-            metrics = validate(module, volumes["val"], config.val_contexts, fabric.device)
-            metrics.update(step=state["step"], train_bpd=running, train_seconds=state["train_seconds"])
-            fabric.print(json.dumps(metrics))
-            if fabric.is_global_zero:
-                with open(out_dir / "val_log.jsonl", "a") as log:
-                    log.write(json.dumps(metrics) + "\n")
-            key = selection_key(metrics)
-            if state.get("best_key") is None or key > tuple(state["best_key"]):
-                state["best_key"] = list(key)
-                state["best_val_ssim"] = metrics["val_ssim"]
-                save(out_dir / "best.pt", metrics)
-            save(last_path, metrics)
-        elif state["step"] % config.checkpoint_every == 0:
-            save(last_path)
-        if out_of_time:
-            fabric.print(f"stopping after {config.max_minutes} min; continue with --resume")
-            break
-    bar.close()
-    return {"step": state["step"], "history": state["history"], "train_seconds": state["train_seconds"],
-            "best_val_ssim": state["best_val_ssim"], "best_key": state["best_key"]}
+        running["bpd"] = value if "bpd" not in running else 0.98 * running["bpd"] + 0.02 * value
+        return {"bpd": value}
+
+    def validation(model: Bruno) -> dict:
+        return {**validate(model, volumes["val"], config.val_contexts, next(model.parameters()).device),
+                "train_bpd": running.get("bpd")}
+
+    loop = LoopConfig(out_dir=config.out_dir, steps=config.steps, val_every=config.val_every,
+                      checkpoint_every=config.checkpoint_every, max_minutes=config.max_minutes, seed=config.seed,
+                      num_threads=config.num_threads)
+    record = {"config": config.bruno.to_dict(), "train_config": config_to_dict(config),
+              "split": {k: SPLITS[f"t1_{k}"] for k in ("train", "val")}}
+    summary = fit(loop, build, step, batches, validation, select=selection_key, record=record, resume=resume,
+                  progress=progress, desc="train bruno", fabric=fabric, forward_methods=("training_terms",))
+    return {"step": summary["step"], "history": summary["history"], "train_seconds": summary["train_seconds"],
+            "best_key": summary["best"], "best_val_ssim": summary["best_metrics"].get("val_ssim")}
 
 
 def export_weights(checkpoint: Path, destination: Path, command: str | None = None) -> None:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-import sys
 from pathlib import Path
+
+from .options import fabric_missing
 
 
 def add_bruno_parser(models: argparse._SubParsersAction) -> None:
@@ -49,9 +49,7 @@ def add_bruno_parser(models: argparse._SubParsersAction) -> None:
 
 
 def run_train_bruno(args: argparse.Namespace) -> int:
-    if importlib.util.find_spec("lightning_fabric") is None:
-        print("mentalmap train bruno needs Lightning Fabric, which is not installed: "
-              "pip install 'napari-mentalmap[train]'", file=sys.stderr)
+    if fabric_missing("bruno"):
         return 2
     from ..io.preprocess import GridSpec
     from ..models.bruno import BrunoConfig

@@ -15,8 +15,5 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
     train = subparsers.add_parser("train", help="train a model on the shared data")
     models = train.add_subparsers(dest="model", metavar="MODEL")
-    add_bruno_parser(models)
-    add_cvae_parser(models)
-    add_uad_parser(models)
-    add_slicevae_parser(models)
-    add_skullstrip_parser(models)
+    for add in (add_bruno_parser, add_cvae_parser, add_uad_parser, add_slicevae_parser, add_skullstrip_parser):
+        add(models)

@@ -20,7 +20,8 @@ from ..inference.mental_map import evenly_spaced
 from ..io.preprocess import GridSpec
 from ..models.cvae import ConditionalVAE, CVAEConfig, kl_warmup
 from .datasets import SequenceDataset
-from .loop import LoopConfig, fit
+from .loop import LoopConfig, StepContext, fit
+from .options import fabric_missing
 
 N_CONTEXTS = 4
 N_QUERIES = 8
@@ -53,35 +54,30 @@ def train_cvae(out_dir: str, steps: int, batch_size: int = 8, lr: float = 1e-3, 
         model = ConditionalVAE(config)
         return model, torch.optim.Adam(model.parameters(), lr=lr)
 
-    def batches(start: int) -> Iterator:
+    def batches(start: int, fabric) -> Iterator:
         dataset = SequenceDataset(volumes["train"], length=N_CONTEXTS + N_QUERIES, epoch_size=1 << 30, seed=start)
         index = start * batch_size
         while True:
             items = [dataset[index + i] for i in range(batch_size)]
             index += batch_size
-            yield torch.stack([i[0] for i in items]), torch.stack([i[1] for i in items])
+            yield fabric.to_device((torch.stack([i[0] for i in items]), torch.stack([i[1] for i in items])))
 
-    def step(model, batch, step_index: int) -> dict[str, float]:
+    def step(context: StepContext, batch) -> dict[str, float]:
         images, poses = batch
-        optimizer = step.optimizer
-        loss, reconstruction, kl = model.loss(images[:, :N_CONTEXTS], poses[:, :N_CONTEXTS], images[:, N_CONTEXTS:],
-                                              poses[:, N_CONTEXTS:], beta=kl_warmup(step_index, warmup))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
-        optimizer.step()
+        loss, reconstruction, kl = context.model.loss(images[:, :N_CONTEXTS], poses[:, :N_CONTEXTS],
+                                                      images[:, N_CONTEXTS:], poses[:, N_CONTEXTS:],
+                                                      beta=kl_warmup(context.index, warmup))
+        context.optimizer.zero_grad(set_to_none=True)
+        context.backward(loss)
+        torch.nn.utils.clip_grad_norm_(context.model.parameters(), 10.0)
+        context.optimizer.step()
         return {"loss": loss.item(), "kl": kl.item()}
-
-    def build_and_keep():
-        model, optimizer = build()
-        step.optimizer = optimizer
-        return model, optimizer
 
     record = {"format": "cvae", "config": config.to_dict(), "grid": spec.to_dict(),
               "split": {k: SPLITS[f"t1_{k}"] for k in ("train", "val")},
               "command": "mentalmap " + " ".join(sys.argv[1:])}
     loop = LoopConfig(out_dir=out_dir, steps=steps, val_every=500, max_minutes=max_minutes, num_threads=threads)
-    return fit(loop, build_and_keep, step, batches, lambda m: validation_loss(m, volumes["val"]),
+    return fit(loop, build, step, batches, lambda m: validation_loss(m, volumes["val"]),
                select=lambda metrics: -metrics["val_mse"], record=record, resume=resume, progress=progress,
                desc="train cvae")
 
@@ -101,6 +97,8 @@ def add_cvae_parser(models: argparse._SubParsersAction) -> None:
 
 
 def run_train_cvae(args: argparse.Namespace) -> int:
+    if fabric_missing("cvae"):
+        return 2
     from ..checkpoints import load_record, save_record
 
     summary = train_cvae(args.out, args.steps, args.batch_size, args.lr, args.max_minutes, args.threads,

@@ -13,9 +13,9 @@ exact training command.
 
 from __future__ import annotations
 
-import json
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -37,6 +37,7 @@ from ..models.skullstrip import (
     predict_grid,
     slice_stack,
 )
+from .loop import GeneratorState, LoopConfig, StepContext, fit
 
 
 def with_reference(subjects: list[str], modalities) -> list[tuple[str, str]]:
@@ -46,16 +47,22 @@ def with_reference(subjects: list[str], modalities) -> list[tuple[str, str]]:
 
 @dataclass
 class SkullStripTrainConfig:
+    """One brain-extraction training run (stored with the exported weights)."""
+
     out_dir: str = "runs/skullstrip"
     steps: int = 3000
+    """Optimisation steps (the learning rate follows a cosine over steps or minutes, whichever ends first)."""
     batch_size: int = 16
     lr: float = 3e-3
     stripped_prob: float = 0.3
+    """Share of a batch drawn from the skull-stripped versions of the volumes."""
     eval_every: int = 100
+    """Validation (and checkpoint) period in steps."""
     seed: int = 0
     num_threads: int = 1
     max_minutes: float = 11.0
     modalities: tuple[str, ...] = ("t1",)
+    """NiChart contrasts trained on, each with skull and stripped."""
 
 
 def load_brain(subject: str, modality: str = "t1") -> tuple[np.ndarray, tuple, np.ndarray]:
@@ -154,88 +161,94 @@ def evaluate(model, subjects: list[str], config: SkullStripConfig, cache: dict |
     return scores
 
 
-def train_skullstrip(config: SkullStripTrainConfig, model_config: SkullStripConfig = DEFAULT_CONFIG,
-                     command: str = "") -> dict:
-    """Train, keep the best validation checkpoint in ``out_dir/best.pt``; return the summary."""
-    torch.set_num_threads(config.num_threads)
-    torch.manual_seed(config.seed)
-    generator = torch.Generator().manual_seed(config.seed)
-    out = Path(config.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    started = time.time()
+def _slice_pairs(pairs: list[tuple[str, str]], model_config: SkullStripConfig) -> tuple:
+    """Training tensors ((x, y) with skull, (x, y) skull-stripped) of (subject, modality) pairs."""
     raw_x, raw_y, strip_x, strip_y = [], [], [], []
-    for subject, modality in with_reference(SPLITS["nichart_train"], config.modalities):
+    for subject, modality in pairs:
         volume, spacing, brain = load_brain(subject, modality)
-        x, y = grid_pairs(volume, spacing, brain, model_config)
-        raw_x.append(x)
-        raw_y.append(y)
-        x, y = grid_pairs(volume * brain, spacing, brain, model_config)
-        strip_x.append(x)
-        strip_y.append(y)
-    raw = (torch.from_numpy(np.concatenate(raw_x)), torch.from_numpy(np.concatenate(raw_y)))
-    stripped = (torch.from_numpy(np.concatenate(strip_x)), torch.from_numpy(np.concatenate(strip_y)))
+        for xs, ys, source in ((raw_x, raw_y, volume), (strip_x, strip_y, volume * brain)):
+            x, y = grid_pairs(source, spacing, brain, model_config)
+            xs.append(x)
+            ys.append(y)
+    return ((torch.from_numpy(np.concatenate(raw_x)), torch.from_numpy(np.concatenate(raw_y))),
+            (torch.from_numpy(np.concatenate(strip_x)), torch.from_numpy(np.concatenate(strip_y))))
+
+
+def train_skullstrip(config: SkullStripTrainConfig, model_config: SkullStripConfig = DEFAULT_CONFIG,
+                     command: str = "", subjects: dict[str, list[str]] | None = None,
+                     progress: bool = True, resume: bool = True) -> dict:
+    """Train (or continue) on :func:`.loop.fit`; the best validation checkpoint is
+    ``out_dir/best.pt``. ``subjects`` ({"train": [...], "val": [...]}) overrides the split."""
+    subjects = subjects or {"train": SPLITS["nichart_train"], "val": SPLITS["nichart_val"]}
+    started = time.time()
+    raw, stripped = _slice_pairs(with_reference(subjects["train"], config.modalities), model_config)
     val_grids = {}
-    for subject, modality in with_reference(SPLITS["nichart_val"], config.modalities):
+    for subject, modality in with_reference(subjects["val"], config.modalities):
         volume, spacing, brain = load_brain(subject, modality)
         val_grids[f"{subject} {modality}"] = {"skull": grid_pairs(volume, spacing, brain, model_config, keep_all=True),
-                              "stripped": grid_pairs(volume * brain, spacing, brain, model_config, keep_all=True)}
+                                              "stripped": grid_pairs(volume * brain, spacing, brain, model_config,
+                                                                     keep_all=True)}
     prep_seconds = time.time() - started
     print(f"data: {len(raw[0])} skull slices, {len(stripped[0])} stripped slices ({prep_seconds:.0f} s)", flush=True)
+    random = GeneratorState(config.seed)
 
-    model = SkullStripUNet(base=model_config.base, depth=model_config.depth)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=1e-4)
-    history, best, step = [], {"score": -1.0}, 0
-    train_start = time.time()
-    deadline = train_start + 60 * config.max_minutes
-    while step < config.steps and time.time() < deadline:
+    def build():
+        torch.manual_seed(config.seed)
+        model = SkullStripUNet(base=model_config.base, depth=model_config.depth)
+        return model, torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=1e-4)
+
+    def batches(start: int, fabric) -> Iterator:
+        while True:
+            n_stripped = int((torch.rand(config.batch_size, generator=random.generator) < config.stripped_prob).sum())
+            parts_x, parts_y = [], []
+            for (xs, ys), count in ((stripped, n_stripped), (raw, config.batch_size - n_stripped)):
+                if count:
+                    index = torch.randint(len(xs), (count,), generator=random.generator)
+                    parts_x.append(xs[index])
+                    parts_y.append(ys[index])
+            yield _augment(torch.cat(parts_x), torch.cat(parts_y), random.generator)
+
+    def step(context: StepContext, batch) -> dict[str, float]:
         # warm-up then cosine decay over whichever budget (steps or minutes) runs out first
-        progress = max(step / config.steps, (time.time() - train_start) / (deadline - train_start))
-        for group in optimiser.param_groups:
-            group["lr"] = config.lr * min(1.0, progress / 0.05) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-        n_stripped = int((torch.rand(config.batch_size, generator=generator) < config.stripped_prob).sum())
-        parts_x, parts_y = [], []
-        for (xs, ys), count in ((stripped, n_stripped), (raw, config.batch_size - n_stripped)):
-            if count:
-                index = torch.randint(len(xs), (count,), generator=generator)
-                parts_x.append(xs[index])
-                parts_y.append(ys[index])
-        x, y = _augment(torch.cat(parts_x), torch.cat(parts_y), generator)
-        loss = _loss(model(x), y)
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-        step += 1
-        last = step == config.steps or time.time() >= deadline
-        if step % config.eval_every == 0 or last:
-            scores = grid_dice(model, val_grids)
-            mean = float(np.mean([v["skull"] for v in scores.values()]))
-            mean_stripped = float(np.mean([v["stripped"] for v in scores.values()]))
-            entry = {"step": step, "loss": loss.item(), "val_dice_skull": mean,
-                     "val_dice_stripped": mean_stripped, "seconds": time.time() - train_start}
-            history.append(entry)
-            print(json.dumps(entry), flush=True)
-            if mean + mean_stripped > best["score"]:
-                best = {"score": mean + mean_stripped, "step": step, "val": scores}
-                save_record(out / "best.pt", {"model": model.state_dict(), "config": model_config.to_dict()})
-    summary = {
-        "steps": step, "train_seconds": time.time() - train_start, "prep_seconds": prep_seconds,
-        "best_step": best["step"], "val": best["val"], "history": history,
-        "train_config": asdict(config), "config": model_config.to_dict(),
-        "split": {k: SPLITS[k] for k in ("train", "val", "test")}, "command": command,
-    }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    return summary
+        done = max(context.index / config.steps, context.time_used)
+        for group in context.optimizer.param_groups:
+            group["lr"] = config.lr * min(1.0, done / 0.05) * 0.5 * (1 + math.cos(math.pi * min(done, 1.0)))
+        x, y = batch
+        loss = _loss(context.model(x), y)
+        context.optimizer.zero_grad()
+        context.backward(loss)
+        context.optimizer.step()
+        return {"loss": loss.item()}
+
+    def validate(model: SkullStripUNet) -> dict:
+        scores = grid_dice(model, val_grids)
+        return {"val_dice_skull": float(np.mean([v["skull"] for v in scores.values()])),
+                "val_dice_stripped": float(np.mean([v["stripped"] for v in scores.values()])), "val": scores}
+
+    loop = LoopConfig(out_dir=config.out_dir, steps=config.steps, val_every=config.eval_every,
+                      checkpoint_every=config.eval_every, max_minutes=config.max_minutes, seed=config.seed,
+                      num_threads=config.num_threads)
+    record = {"config": model_config.to_dict(), "train_config": asdict(config), "command": command,
+              "split": {**subjects, "test": SPLITS["nichart_test"]}, "prep_seconds": prep_seconds}
+    summary = fit(loop, build, step, batches, validate, progress=progress, resume=resume, desc="train skullstrip",
+                  select=lambda metrics: metrics["val_dice_skull"] + metrics["val_dice_stripped"], record=record,
+                  stateful={"generator": random})
+    return {"steps": summary["step"], "train_seconds": summary["train_seconds"], "prep_seconds": prep_seconds,
+            "best_step": summary["best_metrics"].get("step"), "val": summary["best_metrics"].get("val"),
+            "history": summary["history"], **record}
 
 
 def export_weights(out_dir: str | Path, path: str | Path, test_subjects: list[str] | None = None) -> Path:
     """Best checkpoint + summary + test Dice (``test`` split, every trained modality) -> the
     shipped weights file."""
     out_dir = Path(out_dir)
-    summary = json.loads((out_dir / "summary.json").read_text())
     checkpoint = load_record(out_dir / "best.pt")
+    last = load_record(out_dir / "last.pt")
     model_config = SkullStripConfig(**checkpoint["config"])
     model = SkullStripUNet(base=model_config.base, depth=model_config.depth)
-    model.load_state_dict(checkpoint["model"])
+    model.load_state_dict(checkpoint["state_dict"])
+    summary = {**checkpoint, "val": checkpoint["metrics"]["val"], "best_step": checkpoint["metrics"]["step"],
+               "steps": last["train_state"]["step"], "train_seconds": last["train_state"]["train_seconds"]}
     modalities = summary["train_config"].get("modalities", ["t1"])
     test = {f"{subject} {modality}": evaluate(model, [subject], model_config, modality=modality)[subject]
             for subject, modality in with_reference(test_subjects or SPLITS["nichart_test"], modalities)}

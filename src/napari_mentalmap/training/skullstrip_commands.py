@@ -7,7 +7,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from ..checkpoints import WEIGHTS_DIR  # noqa: E402
+from .options import add_run_options, command_line, fabric_missing
 
 
 def run_train_skullstrip(args: argparse.Namespace) -> int:
@@ -19,9 +19,9 @@ def run_train_skullstrip(args: argparse.Namespace) -> int:
         stripped_prob=args.stripped_prob, eval_every=args.eval_every, seed=args.seed,
         num_threads=args.threads, max_minutes=args.max_minutes, modalities=tuple(args.modalities),
     )
-    command = "mentalmap " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if args.command_line is None \
-        else args.command_line
-    summary = train_skullstrip(config, command=command)
+    if fabric_missing("skullstrip"):
+        return 2
+    summary = train_skullstrip(config, command=command_line(args))
     print(f"skullstrip: {summary['steps']} steps, {summary['train_seconds']:.0f} s of training, "
           f"best step {summary['best_step']}")
     if not args.no_export:
@@ -45,13 +45,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.add_argument("--eval-every", type=int, default=100, help="validation period (steps)")
     parser.add_argument("--modalities", nargs="+", choices=("t1", "flair"), default=["t1"],
                         help="NiChart contrasts to train on (each with skull and stripped)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    parser.add_argument("--max-minutes", type=float, default=11.0, help="stop training after this long")
-    parser.add_argument("--out-dir", default="runs/skullstrip", help="run folder")
-    parser.add_argument("--weights-dir", default=str(WEIGHTS_DIR))
-    parser.add_argument("--no-export", action="store_true", help="do not write the shipped weights")
-    parser.add_argument("--command-line", default=None, help=argparse.SUPPRESS)
+    add_run_options(parser, out_dir="runs/skullstrip", max_minutes=11.0)
     parser.set_defaults(func=run_train_skullstrip)
     return parser
 

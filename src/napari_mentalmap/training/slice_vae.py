@@ -2,14 +2,15 @@
 
 ``mentalmap train slicevae`` runs :func:`train_slice_vae` then :func:`fit_latent_models`
 and writes ``weights/slice_vae.pt``; ``mentalmap train slicevae --part segnet`` trains the
-realism-score segmentation net into ``weights/slice_vae_segnet.pt``. Both loops run on
-Lightning Fabric, show tqdm bars and resume from ``<checkpoint dir>/<part>_last.pt``.
+realism-score segmentation net into ``weights/slice_vae_segnet.pt``. Both run on
+:func:`.loop.fit` (one unit = one epoch) and resume from ``<checkpoint dir>/<part>/last.pt``.
 """
 
 from __future__ import annotations
 
 import json
-import time
+import math
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..checkpoints import (
     WEIGHTS_DIR,  # noqa: E402
+    load_record,
     save_record,
 )
 from ..data.splits import SPLITS
@@ -37,6 +39,7 @@ from ..models.slice_vae import (
     TissueSegNet,
     vae_loss,
 )
+from .loop import GeneratorState, LoopConfig, StepContext, fit
 
 VAE_WEIGHTS = WEIGHTS_DIR / "slice_vae.pt"
 SEGNET_WEIGHTS = WEIGHTS_DIR / "slice_vae_segnet.pt"
@@ -102,90 +105,84 @@ def _grids(split: str, config: SliceVAETrainConfig) -> list[SubjectGrid]:
     return [load_subject_grid(s, "t1", spec) for s in _subjects(split, config)]
 
 
-def _fabric():
-    from lightning_fabric import Fabric
-
-    fabric = Fabric(accelerator="cpu", devices=1, precision="32-true")
-    fabric.launch()
-    return fabric
+def _cosine_lr(config: SliceVAETrainConfig, epoch: int, epochs: int) -> float:
+    """Cosine annealing from ``config.lr`` to 0 over ``epochs`` (as ``CosineAnnealingLR``)."""
+    return config.lr * 0.5 * (1 + math.cos(math.pi * epoch / max(epochs, 1)))
 
 
-def train_slice_vae(
-    config: SliceVAETrainConfig,
-    checkpoint_dir: Path,
-    out: Path = VAE_WEIGHTS,
-    command: str = TRAIN_COMMAND,
-) -> dict:
-    """Train the VAE on the train split, fit the latent models, write ``out``; returns metrics."""
-    from tqdm.auto import tqdm
+def _fit_part(part: str, epochs: int, config: SliceVAETrainConfig, checkpoint_dir: Path,
+              dataset: AugmentedSlices, build, epoch, validate, select, command: str, progress: bool):
+    """Run one part's epochs on :func:`.loop.fit` (run folder ``checkpoint_dir/part``);
+    returns the final model (from ``last.pt``, in eval mode), its metrics and the history."""
+    shuffle = GeneratorState(config.seed)
 
-    torch.manual_seed(config.seed)
-    fabric = _fabric()
-    checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    last = checkpoint_dir / "vae_last.pt"
+    def loaders(start: int, fabric) -> Iterator:
+        loader = fabric.setup_dataloaders(DataLoader(dataset, batch_size=config.batch_size, shuffle=True,
+                                                     generator=shuffle.generator))
+        while True:
+            yield loader
+
+    loop = LoopConfig(out_dir=str(Path(checkpoint_dir) / part), steps=epochs, val_every=1, checkpoint_every=1,
+                      seed=config.seed, unit="epoch")
+    summary = fit(loop, build, epoch, loaders, validate, select=select, progress=progress, desc=f"train slicevae {part}",
+                  record={"train_config": asdict(config), "command": command}, stateful={"shuffle": shuffle})
+    model, _ = build()
+    model.load_state_dict(load_record(Path(loop.out_dir) / "last.pt")["state_dict"])
+    model.eval()
+    metrics = {**summary["history"][-1], "train_seconds": round(summary["train_seconds"], 1)}
+    return model, metrics, summary["history"]
+
+
+def train_slice_vae(config: SliceVAETrainConfig, checkpoint_dir: Path, out: Path = VAE_WEIGHTS,
+                    command: str = TRAIN_COMMAND, progress: bool = True) -> dict:
+    """Train the VAE on the train split (:func:`.loop.fit`, one unit = one epoch, run folder
+    ``checkpoint_dir/vae``), fit the latent models, write ``out``; returns metrics."""
     spec = GridSpec(**config.spec)
     model_config = SliceVAEConfig(size=spec.size, latent_dim=config.latent_dim, channels=tuple(config.channels))
-    model = SliceVAE(model_config)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(config.epochs, 1))
     train = _grids("train", config)
     val = _grids("val", config)
     dataset = AugmentedSlices(np.stack([s.image for s in train]), seed=config.seed)
-    loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=True,
-                        generator=torch.Generator().manual_seed(config.seed))
-    model, optimizer = fabric.setup(model, optimizer)
-    loader = fabric.setup_dataloaders(loader)
-    state = {"model": model, "optimizer": optimizer, "epoch": 0, "history": [], "seconds": 0.0}
-    if last.exists():
-        fabric.load(last, state)
-        for _ in range(state["epoch"]):
-            scheduler.step()
     val_images = torch.from_numpy(np.stack([s.image for s in val]).reshape(-1, 1, spec.size, spec.size))
-    bar = tqdm(range(state["epoch"], config.epochs), desc="slice VAE", initial=state["epoch"], total=config.epochs)
-    for epoch in bar:
-        started = time.perf_counter()
-        dataset.epoch = epoch
-        beta = config.beta * min(1.0, (epoch + 1) / max(config.kl_warmup_epochs, 1))
-        model.train()
+
+    def build():
+        model = SliceVAE(model_config)
+        return model, torch.optim.Adam(model.parameters(), lr=config.lr)
+
+    def epoch(context: StepContext, loader) -> dict[str, float]:
+        dataset.epoch = context.index
+        for group in context.optimizer.param_groups:
+            group["lr"] = _cosine_lr(config, context.index, config.epochs)
+        beta = config.beta * min(1.0, (context.index + 1) / max(config.kl_warmup_epochs, 1))
         totals = np.zeros(3)
         for images, _ in loader:
-            logits, mu, logvar = model(images)
+            logits, mu, logvar = context.model(images)
             loss, recon, kl = vae_loss(logits, images, mu, logvar, beta)
-            optimizer.zero_grad()
-            fabric.backward(loss)
-            optimizer.step()
+            context.optimizer.zero_grad()
+            context.backward(loss)
+            context.optimizer.step()
             totals += [loss.item() * len(images), recon.item() * len(images), kl.item() * len(images)]
-        scheduler.step()
         totals /= len(dataset)
-        val_metrics = evaluate_reconstruction(model.module if hasattr(model, "module") else model, val_images)
-        state["epoch"] = epoch + 1
-        state["seconds"] += time.perf_counter() - started
-        state["history"].append({"epoch": epoch + 1, "loss": float(totals[0]), "recon": float(totals[1]),
-                                 "kl": float(totals[2]), "beta": float(beta), **val_metrics})
-        bar.set_postfix(loss=f"{totals[0]:.1f}", kl=f"{totals[2]:.1f}", val_mse=f"{val_metrics['val_mse']:.4f}")
-        fabric.save(last, state)
-    raw = model.module if hasattr(model, "module") else model
-    raw.eval()
-    metrics = {
-        **state["history"][-1],
-        "train_seconds": round(state["seconds"], 1),
-    }
-    models = fit_latent_models(raw, train, config)
+        return {"loss": totals[0], "recon": totals[1], "kl": totals[2], "beta": beta}
+
+    model, metrics, history = _fit_part("vae", config.epochs, config, checkpoint_dir, dataset, build, epoch,
+                                        lambda model: evaluate_reconstruction(model, val_images),
+                                        lambda m: -m["val_mse"], command, progress)
+    models = fit_latent_models(model, train, config)
     metrics["grid_mm"] = grid_spacing_mm(train)
     payload = {
-        "model": raw.state_dict(),
+        "model": model.state_dict(),
         "model_config": model_config.to_dict(),
         "train_config": {**asdict(config), "channels": list(config.channels)},
         "spec": spec.to_dict(),
         "split": {"train": _subjects("train", config), "val": _subjects("val", config), "test": _subjects("test", config)},
         "metrics": metrics,
-        "history": state["history"],
+        "history": history,
         "command": command,
         **models,
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     save_record(out, payload)
-    (checkpoint_dir / "vae_metrics.json").write_text(json.dumps(metrics, indent=2))
+    (Path(checkpoint_dir) / "vae_metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
 
 
@@ -232,65 +229,44 @@ def evaluate_reconstruction(model: SliceVAE, images: torch.Tensor, batch_size: i
     return {"val_mse": float(torch.cat(errors).mean())}
 
 
-def train_segnet(
-    config: SliceVAETrainConfig,
-    checkpoint_dir: Path,
-    out: Path = SEGNET_WEIGHTS,
-    command: str = SEGNET_COMMAND,
-) -> dict:
-    """Train :class:`TissueSegNet` on train-split slices with collapsed parcellation labels."""
-    from tqdm.auto import tqdm
-
-    torch.manual_seed(config.seed)
-    fabric = _fabric()
-    checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    last = checkpoint_dir / "segnet_last.pt"
+def train_segnet(config: SliceVAETrainConfig, checkpoint_dir: Path, out: Path = SEGNET_WEIGHTS,
+                 command: str = SEGNET_COMMAND, progress: bool = True) -> dict:
+    """Train :class:`TissueSegNet` on train-split slices with collapsed parcellation labels
+    (:func:`.loop.fit`, one unit = one epoch, run folder ``checkpoint_dir/segnet``)."""
     spec = GridSpec(**config.spec)
     train, val = _grids("train", config), _grids("val", config)
     train_labels = np.stack([load_subject_tissue(s.subject, spec) for s in train])
     val_labels = np.stack([load_subject_tissue(s.subject, spec) for s in val])
     dataset = AugmentedSlices(np.stack([s.image for s in train]), train_labels, seed=config.seed)
-    loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=True,
-                        generator=torch.Generator().manual_seed(config.seed))
-    model = TissueSegNet(width=config.seg_width)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    model, optimizer = fabric.setup(model, optimizer)
-    loader = fabric.setup_dataloaders(loader)
-    state = {"model": model, "optimizer": optimizer, "epoch": 0, "history": [], "seconds": 0.0}
-    if last.exists():
-        fabric.load(last, state)
     val_images = np.stack([s.image for s in val])
-    bar = tqdm(range(state["epoch"], config.seg_epochs), desc="tissue seg net", initial=state["epoch"],
-               total=config.seg_epochs)
-    for epoch in bar:
-        started = time.perf_counter()
-        dataset.epoch = epoch
-        model.train()
+
+    def build():
+        model = TissueSegNet(width=config.seg_width)
+        return model, torch.optim.Adam(model.parameters(), lr=config.lr)
+
+    def epoch(context: StepContext, loader) -> dict[str, float]:
+        dataset.epoch = context.index
         total = 0.0
         for images, labels in loader:
-            loss = F.cross_entropy(model(images), labels)
-            optimizer.zero_grad()
-            fabric.backward(loss)
-            optimizer.step()
+            loss = F.cross_entropy(context.model(images), labels)
+            context.optimizer.zero_grad()
+            context.backward(loss)
+            context.optimizer.step()
             total += loss.item() * len(images)
-        raw = model.module if hasattr(model, "module") else model
-        predicted = segment_volumes(raw, val_images)
-        dice = mean_class_dice(predicted, val_labels)
-        state["epoch"] = epoch + 1
-        state["seconds"] += time.perf_counter() - started
-        state["history"].append({"epoch": epoch + 1, "loss": float(total / len(dataset)), "val_dice": dice})
-        bar.set_postfix(loss=f"{total / len(dataset):.3f}", val_dice=f"{dice:.3f}")
-        fabric.save(last, state)
-    raw = model.module if hasattr(model, "module") else model
-    metrics = {**state["history"][-1], "train_seconds": round(state["seconds"], 1)}
+        return {"loss": total / len(dataset)}
+
+    model, metrics, history = _fit_part(
+        "segnet", config.seg_epochs, config, checkpoint_dir, dataset, build, epoch,
+        lambda model: {"val_dice": mean_class_dice(segment_volumes(model, val_images), val_labels)},
+        lambda m: m["val_dice"], command, progress)
     payload = {
-        "model": raw.state_dict(),
+        "model": model.state_dict(),
         "width": config.seg_width,
         "classes": list(TISSUE_CLASSES),
         "spec": spec.to_dict(),
         "split": {"train": _subjects("train", config), "val": _subjects("val", config)},
         "metrics": metrics,
-        "history": state["history"],
+        "history": history,
         "command": command,
     }
     out.parent.mkdir(parents=True, exist_ok=True)

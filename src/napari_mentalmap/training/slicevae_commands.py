@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import shlex
 import sys
 from pathlib import Path
+
+from .options import fabric_missing
 
 
 def add_slicevae_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -30,9 +31,7 @@ def add_slicevae_parser(subparsers: argparse._SubParsersAction) -> argparse.Argu
 
 def run_train_slicevae(args: argparse.Namespace) -> int:
     """Run the training part chosen by ``--part``."""
-    if importlib.util.find_spec("lightning_fabric") is None:
-        print("mentalmap train slicevae needs Lightning Fabric, which is not installed: "
-              "pip install 'napari-mentalmap[train]'", file=sys.stderr)
+    if fabric_missing("slicevae"):
         return 2
     import torch
 

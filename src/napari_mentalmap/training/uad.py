@@ -6,17 +6,17 @@ white-matter-lesion masks (``wml_auto``, dilated by one voxel) are left out of t
 
 Loss = L1 / (moving mean of the last 10 L1 values) + β(epoch) · kl_weight · KL, with the
 cyclical annealing of the paper (β = 2t/T over the first half of each period T, then 1).
-``last.pt`` (weights, optimiser, epoch, moving mean, history) is written after every
-epoch, so an interrupted run continues with ``--resume``; ``export_weights`` writes the
-small file shipped in ``napari_mentalmap/weights``.
+Runs on :func:`.loop.fit` with one unit = one epoch: ``last.pt`` (weights, optimiser, epoch,
+moving mean, history) is written after every epoch, so an interrupted run continues with
+``--resume``; ``export_weights`` writes the small file shipped in ``napari_mentalmap/weights``.
 """
 
 from __future__ import annotations
 
-import json
-import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -34,29 +34,51 @@ from ..models.uad_vae import (
     default_config,
     kl_divergence,
 )
+from .loop import LoopConfig, StepContext, fit
 
 UAD_GRID = GridSpec(n_poses=48, size=64, coverage=1.0)
 """Model grid of the anomaly VAEs: the whole brain (not the middle 75 %), 48 x 64 x 64."""
 
 
 @dataclass
-class UADTrainConfig:
-    """Everything that defines one training run (stored in checkpoints and weights)."""
+class FlairTrainConfig:
+    """What a training run on the healthy FLAIR shares (stored in checkpoints and weights);
+    ``None`` fields take the model family's default (``DEFAULTS``) when the config is made."""
 
-    kind: str = "dense3d"
-    out_dir: str = "runs/uad_dense3d"
-    epochs: int = 100
-    period: float = 50.0
-    batch_size: int = 4
+    DEFAULTS: ClassVar[dict] = {}
+    kind: str = ""
+    out_dir: str | None = None
+    epochs: int | None = None
+    batch_size: int | None = None
     lr: float = 1e-3
-    kl_weight: float = 1.0
     flip: bool = True
     seed: int = 0
     num_threads: int | None = 1
     max_minutes: float | None = None
     accelerator: str = "auto"
-    grid: dict = field(default_factory=UAD_GRID.to_dict)
+    grid: dict | None = None
     model: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name, value in self.DEFAULTS.items():
+            if getattr(self, name) in (None, ""):
+                setattr(self, name, value() if callable(value) else value)
+        if self.out_dir is None:
+            self.out_dir = f"runs/uad_{self.kind}"
+
+    def load_subjects(self) -> dict[str, list[SubjectGrid]]:
+        """The healthy FLAIR of the fixed NiChart train/val split on this run's grid."""
+        spec = GridSpec(**self.grid)
+        return {split: load_split(f"nichart_{split}", "flair", spec) for split in ("train", "val")}
+
+
+@dataclass
+class UADTrainConfig(FlairTrainConfig):
+    """One anomaly-VAE run: the shared fields plus the paper's β schedule."""
+
+    DEFAULTS: ClassVar[dict] = {"kind": "dense3d", "epochs": 100, "batch_size": 4, "grid": UAD_GRID.to_dict}
+    period: float = 50.0
+    kl_weight: float = 1.0
 
     def vae_config(self) -> VAEConfig:
         if self.model:
@@ -111,85 +133,57 @@ def validation_l1(model: UADVAE, subjects: list[SubjectGrid], device: torch.devi
 
 def train_uad(config: UADTrainConfig, resume: bool = True, subjects: dict | None = None,
               progress: bool = True, command: str = "") -> dict:
-    """Train (or continue) one anomaly VAE; returns a summary record.
+    """Train (or continue) one anomaly VAE on :func:`.loop.fit` (one unit = one epoch);
+    returns a summary record.
 
     ``subjects`` ({"train": [...], "val": [...]}) overrides the fixed splits (tests).
     """
-    from lightning_fabric import Fabric
-    from tqdm.auto import tqdm
-
-    if config.num_threads:
-        torch.set_num_threads(config.num_threads)
-    fabric = Fabric(accelerator=config.accelerator, devices=1)
-    fabric.seed_everything(config.seed)
-    out_dir = Path(config.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    spec = GridSpec(**config.grid)
-    if subjects is None:
-        subjects = {"train": load_split("nichart_train", "flair", spec), "val": load_split("nichart_val", "flair", spec)}
+    subjects = subjects or config.load_subjects()
     vae_config = config.vae_config()
     config.model = vae_config.to_dict()
-    model = UADVAE(vae_config)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     moving = MovingMean(10)
-    state: dict = {"epoch": 0, "history": [], "train_seconds": 0.0}
-    last_path = out_dir / "last.pt"
-    if resume and last_path.exists():
-        record = load_record(last_path)
-        model.load_state_dict(record["state_dict"])
-        optimizer.load_state_dict(record["optimizer"])
-        moving.load_state_dict(record["moving_mean"])
-        state.update(record["train_state"])
-        fabric.print(f"resumed from {last_path} at epoch {state['epoch']}")
-    model, optimizer = fabric.setup(model, optimizer)
-    dataset = UADDataset(subjects["train"], vae_config.ndim, flip=config.flip, seed=config.seed + state["epoch"])
-    loader = fabric.setup_dataloaders(DataLoader(dataset, batch_size=config.batch_size, shuffle=True,
-                                                 drop_last=len(dataset) > config.batch_size))
+    last = Path(config.out_dir) / "last.pt"
+    if resume and not command and last.exists():  # a resumed run keeps its original command line
+        command = load_record(last).get("command", "")
 
-    def save() -> None:
-        module = model.module if hasattr(model, "module") else model
-        record = {"state_dict": module.state_dict(), "optimizer": optimizer.state_dict(),
-                  "moving_mean": moving.state_dict(), "train_state": state,
-                  "train_config": asdict(config), "command": command}
-        save_record(last_path, record)
+    def build():
+        model = UADVAE(vae_config)
+        return model, torch.optim.Adam(model.parameters(), lr=config.lr)
 
-    started = time.time()
-    seconds_before = state["train_seconds"]
-    steps_per_epoch = max(len(loader), 1)
-    bar = tqdm(total=config.epochs, initial=state["epoch"], disable=not progress, desc=f"train {config.kind}")
-    model.train()
-    while state["epoch"] < config.epochs:
-        totals = np.zeros(3)
+    def epochs(start: int, fabric) -> Iterator:
+        dataset = UADDataset(subjects["train"], vae_config.ndim, flip=config.flip, seed=config.seed + start)
+        loader = fabric.setup_dataloaders(DataLoader(dataset, batch_size=config.batch_size, shuffle=True,
+                                                     drop_last=len(dataset) > config.batch_size))
+        while True:
+            yield loader
+
+    def epoch(context: StepContext, loader) -> dict[str, float]:
+        totals, steps = np.zeros(3), max(len(loader), 1)
         for step, (images, weights) in enumerate(loader):
-            beta = cyclical_beta(state["epoch"] + step / steps_per_epoch, config.period)
-            x_hat, mu, logvar = model(images)
+            beta = cyclical_beta(context.index + step / steps, config.period)
+            x_hat, mu, logvar = context.model(images)
             l1 = masked_l1(x_hat, images, weights)
-            normaliser = moving.update(l1.item())
             kl = kl_divergence(mu, logvar)
-            loss = l1 / normaliser + beta * config.kl_weight * kl
-            optimizer.zero_grad(set_to_none=True)
-            fabric.backward(loss)
-            optimizer.step()
+            loss = l1 / moving.update(l1.item()) + beta * config.kl_weight * kl
+            context.optimizer.zero_grad(set_to_none=True)
+            context.backward(loss)
+            context.optimizer.step()
             totals += (loss.item(), l1.item(), kl.item())
-        state["epoch"] += 1
-        module = model.module if hasattr(model, "module") else model
-        val = validation_l1(module, subjects["val"], fabric.device) if subjects.get("val") else float("nan")
-        loss_mean, l1_mean, kl_mean = totals / steps_per_epoch
-        state["train_seconds"] = seconds_before + time.time() - started
-        entry = {"epoch": state["epoch"], "loss": loss_mean, "l1": l1_mean, "kl": kl_mean, "val_l1": val,
-                 "beta": cyclical_beta(state["epoch"], config.period), "seconds": state["train_seconds"]}
-        state["history"].append(entry)
-        with open(out_dir / "log.jsonl", "a") as log:
-            log.write(json.dumps(entry) + "\n")
-        save()
-        bar.update(1)
-        bar.set_postfix(l1=f"{l1_mean:.4f}", kl=f"{kl_mean:.3f}", val=f"{val:.4f}")
-        if config.max_minutes is not None and time.time() - started > 60 * config.max_minutes:
-            fabric.print(f"stopping after {config.max_minutes} min; continue with --resume")
-            break
-    bar.close()
-    return {"epoch": state["epoch"], "train_seconds": state["train_seconds"], "history": state["history"],
-            "last": str(last_path)}
+        loss_mean, l1_mean, kl_mean = totals / steps
+        return {"loss": loss_mean, "l1": l1_mean, "kl": kl_mean, "beta": cyclical_beta(context.index + 1, config.period)}
+
+    def validate(model: UADVAE) -> dict[str, float]:
+        return {"val_l1": validation_l1(model, subjects["val"], next(model.parameters()).device)}
+
+    loop = LoopConfig(out_dir=config.out_dir, steps=config.epochs, val_every=1, checkpoint_every=1,
+                      max_minutes=config.max_minutes, seed=config.seed, num_threads=config.num_threads,
+                      accelerator=config.accelerator, unit="epoch")
+    record = {"train_config": asdict(config), "command": command}
+    summary = fit(loop, build, epoch, epochs, validate if subjects.get("val") else None,
+                  select=lambda metrics: -metrics["val_l1"], record=record, resume=resume, progress=progress,
+                  desc=f"train {config.kind}", stateful={"moving_mean": moving})
+    return {"epoch": summary["step"], "train_seconds": summary["train_seconds"], "history": summary["history"],
+            "last": str(last)}
 
 
 def export_weights(run_dir: str | Path, path: str | Path, extra: dict | None = None) -> Path:
@@ -207,8 +201,8 @@ def export_weights(run_dir: str | Path, path: str | Path, extra: dict | None = N
         "split": {"train": SPLITS["nichart_train"], "val": SPLITS["nichart_val"]},
         "train_config": train_config,
         "train_seconds": record["train_state"]["train_seconds"],
-        "epochs": record["train_state"]["epoch"],
-        "final_val_l1": history[-1]["val_l1"] if history else None,
+        "epochs": record["train_state"]["step"],
+        "final_val_l1": history[-1].get("val_l1") if history else None,
         "command": record.get("command", ""),
         "threshold": None,
         "metrics": {},

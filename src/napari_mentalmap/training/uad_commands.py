@@ -3,20 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import shlex
-import sys
 from pathlib import Path
 
-from ..checkpoints import WEIGHTS_DIR  # noqa: E402
 from ..models.uad_dae import DAE_KINDS
 from ..models.uad_vae import KINDS
-
-
-def _command_line(args: argparse.Namespace) -> str:
-    if args.command_line is not None:
-        return args.command_line
-    return "mentalmap " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+from .options import add_run_options, command_line, fabric_missing
 
 
 def run_train_dae(args: argparse.Namespace) -> int:
@@ -37,22 +28,25 @@ def run_train_dae(args: argparse.Namespace) -> int:
         model = default_dae_config(GridSpec(**config.grid).size, args.noise_std).to_dict()
         model["channels"] = args.channels
         config.model = model
-    summary = train_dae(config, resume=args.resume, command=_command_line(args))
+    return _train_and_export(args, config, train_dae, export_dae_weights)
+
+
+def _train_and_export(args: argparse.Namespace, config, train, export) -> int:
+    """Run ``train`` (resumable); once every epoch is done, ``export`` the shipped weights."""
+    summary = train(config, resume=args.resume, command=command_line(args))
     print(f"{args.kind}: {summary['epoch']} epochs, {summary['train_seconds']:.0f} s of training")
     if not args.no_export and summary["epoch"] >= config.epochs:
-        path = export_dae_weights(config.out_dir, Path(args.weights_dir) / f"uad_{args.kind}.pt")
+        path = export(config.out_dir, Path(args.weights_dir) / f"uad_{args.kind}.pt")
         print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
     return 0
 
 
 def run_train_uad(args: argparse.Namespace) -> int:
     """Train (resumable), then write ``weights/uad_<kind>.pt`` unless ``--no-export``."""
+    if fabric_missing("uad"):
+        return 2
     if args.kind in DAE_KINDS:
         return run_train_dae(args)
-    if importlib.util.find_spec("lightning_fabric") is None:
-        print("mentalmap train uad needs Lightning Fabric, which is not installed: "
-              "pip install 'napari-mentalmap[train]'", file=sys.stderr)
-        return 2
     from ..io.preprocess import GridSpec
     from ..models.uad_vae import VAEConfig, default_config
     from .uad import UADTrainConfig, export_weights, train_uad
@@ -73,14 +67,7 @@ def run_train_uad(args: argparse.Namespace) -> int:
         if args.channels:
             model["channels"] = args.channels
         config.model = VAEConfig.from_dict(model).to_dict()
-    command = "mentalmap " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if args.command_line is None \
-        else args.command_line
-    summary = train_uad(config, resume=args.resume, command=command)
-    print(f"{args.kind}: {summary['epoch']} epochs, {summary['train_seconds']:.0f} s of training")
-    if not args.no_export and summary["epoch"] >= config.epochs:
-        path = export_weights(config.out_dir, Path(args.weights_dir) / f"uad_{args.kind}.pt")
-        print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
-    return 0
+    return _train_and_export(args, config, train_uad, export_weights)
 
 
 def add_uad_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -102,13 +89,7 @@ def add_uad_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
     parser.add_argument("--median-at", type=float, default=None,
                         help="normalise so that the brain's median intensity maps to this value "
                              "(default: the 99.5th percentile maps to 1; dae2d: 0.5, give 0 for percentiles)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    parser.add_argument("--max-minutes", type=float, default=None, help="stop (resumable) after this long")
-    parser.add_argument("--out-dir", default=None, help="run folder (default runs/uad_<kind>)")
+    add_run_options(parser, out_dir=None, max_minutes=None)
     parser.add_argument("--resume", action="store_true", help="continue from <out-dir>/last.pt")
-    parser.add_argument("--weights-dir", default=str(WEIGHTS_DIR))
-    parser.add_argument("--no-export", action="store_true", help="do not write the shipped weights")
-    parser.add_argument("--command-line", default=None, help=argparse.SUPPRESS)
     parser.set_defaults(func=run_train_uad)
     return parser

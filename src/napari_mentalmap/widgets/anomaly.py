@@ -22,13 +22,10 @@ import numpy as np
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QComboBox,
-    QFormLayout,
-    QHBoxLayout,
     QLabel,
     QProgressBar,
     QPushButton,
     QSpinBox,
-    QVBoxLayout,
     QWidget,
 )
 from superqt import QLabeledDoubleSlider
@@ -49,6 +46,7 @@ from ..inference.anomaly import (
 )
 from ..inference.labels import EditedLabels
 from ..models.uad_vae import KINDS
+from ._forms import column, form, row
 from ._layers import aligned_with, input_images, is_result, scroll_content
 from ._worker import JobRunner
 
@@ -135,32 +133,15 @@ class AnomalyWidget(QWidget):
         self.dice_label = QLabel("Dice: –")
         self.timing_label = QLabel("")
 
-        form = QFormLayout()
-        form.addRow("FLAIR", self.layer_combo)
-        form.addRow("method", self.model_combo)
-        form.addRow("score (VAE)", self.residual_combo)
-        form.addRow("device", self.device_combo)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.compute_button)
-        buttons.addWidget(self.cancel_button)
-        threshold_row = QHBoxLayout()
-        threshold_row.addWidget(self.threshold_slider, 1)
-        threshold_row.addWidget(self.auto_button)
-        post = QFormLayout()
-        post.addRow("threshold", threshold_row)
-        post.addRow("min size (voxels)", self.min_size)
-        post.addRow("", self.reset_button)
-        post.addRow("ground truth", self.truth_combo)
-        layout = QVBoxLayout(scroll_content(self))
-        layout.addWidget(QLabel("<b>Anomaly maps</b>"))
-        layout.addLayout(form)
-        layout.addLayout(buttons)
-        layout.addWidget(self.progress)
-        layout.addWidget(self.status)
-        layout.addLayout(post)
-        layout.addWidget(self.dice_label)
-        layout.addWidget(self.timing_label)
-        layout.addStretch(1)
+        column(scroll_content(self),
+               QLabel("<b>Anomaly maps</b>"),
+               form(("FLAIR", self.layer_combo), ("method", self.model_combo), ("score (VAE)", self.residual_combo),
+                    ("device", self.device_combo)),
+               row(self.compute_button, self.cancel_button),
+               self.progress, self.status,
+               form(("threshold", row(self.threshold_slider, self.auto_button, stretch_first=True)),
+                    ("min size (voxels)", self.min_size), ("", self.reset_button), ("ground truth", self.truth_combo)),
+               self.dice_label, self.timing_label)
 
         self.runner = JobRunner(self.progress, self.status, self.cancel_button,
                                 [self.compute_button, self.model_combo, self.layer_combo], "Anomaly maps", owner=self)

@@ -23,9 +23,7 @@ from qtpy.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
     QFileDialog,
-    QFormLayout,
     QGroupBox,
-    QHBoxLayout,
     QLabel,
     QLineEdit,
     QProgressBar,
@@ -43,6 +41,7 @@ from ..inference.mental_map import (
     hallucinate,
     hallucinate_on_input_grid,
 )
+from ._forms import column, form, row
 from ._layers import RESULT_KEY, aligned_with, input_images, scroll_content
 from ._worker import JobRunner, report_error
 from .context_slices import ContextSlicesWidget, volume_of
@@ -95,32 +94,17 @@ class MentalMapWidget(QWidget):
         self.status = QLabel("")
         self.status.setWordWrap(True)
 
-        weights_row = QHBoxLayout()
-        weights_row.addWidget(self.weights_edit, 1)
-        weights_row.addWidget(self.browse_button)
-        form = QFormLayout()
-        form.addRow("model", weights_row)
-        form.addRow("samples", self.n_samples)
-        form.addRow("temperature", self.temperature)
-        form.addRow("seed", self.seed)
-        form.addRow("device", self.device_combo)
-        form.addRow("", self.keep_contexts)
-        image_form = QFormLayout()
-        image_form.addRow("image", self.layer_combo)
         context_box = QGroupBox("Context (acquired) slices")
         QVBoxLayout(context_box).addWidget(self.contexts)
-        buttons = QHBoxLayout()
-        for button in (self.mean_button, self.samples_button, self.prior_button, self.cancel_button):
-            buttons.addWidget(button)
-        layout = QVBoxLayout(scroll_content(self))
-        layout.addWidget(QLabel(f"<b>{TITLE}</b>"))
-        layout.addLayout(image_form)
-        layout.addWidget(context_box)
-        layout.addLayout(form)
-        layout.addLayout(buttons)
-        layout.addWidget(self.progress)
-        layout.addWidget(self.status)
-        layout.addStretch(1)
+        column(scroll_content(self),
+               QLabel(f"<b>{TITLE}</b>"),
+               form(("image", self.layer_combo)),
+               context_box,
+               form(("model", row(self.weights_edit, self.browse_button, stretch_first=True)),
+                    ("samples", self.n_samples), ("temperature", self.temperature), ("seed", self.seed),
+                    ("device", self.device_combo), ("", self.keep_contexts)),
+               row(self.mean_button, self.samples_button, self.prior_button, self.cancel_button),
+               self.progress, self.status)
 
         self.runner = JobRunner(
             self.progress, self.status, self.cancel_button,
