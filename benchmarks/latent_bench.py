@@ -45,8 +45,11 @@ def widget_latency(weights, n: int, show: bool = False) -> list[float]:
 
     viewer = napari.Viewer(show=show)
     widget = LatentExplorerWidget(viewer, weights=weights)
-    widget.decode_training_point(len(widget.embedding.points) // 2)
     app = napari.qt.get_qapp()
+    while widget.loading:  # the model loads in a worker thread
+        app.processEvents()
+        time.sleep(0.01)
+    widget.decode_training_point(len(widget.embedding.points) // 2)
     times = []
     for i in range(n):
         started = time.perf_counter()

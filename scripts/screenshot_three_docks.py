@@ -56,6 +56,7 @@ def main() -> None:
     wait(app, lambda: anomaly.busy)
     anomaly.set_auto_threshold()
     viewer.layers.selection.active = viewer.layers["sample T1"]
+    wait(app, lambda: explorer.loading)  # the model loads in a worker thread
     explorer.encode_current_slice()
     wait(app, lambda: explorer.busy)
     explorer.sample_slices()

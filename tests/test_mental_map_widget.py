@@ -294,7 +294,7 @@ def test_closing_the_dock_mid_job_adds_nothing(make_napari_viewer, qtbot, monkey
     widget = MentalMapWidget(viewer)
     dock = viewer.window.add_dock_widget(widget, name="mental maps")
     qtbot.waitUntil(lambda: not widget.contexts.range_pending, timeout=TIMEOUT_MS)
-    monkeypatch.setattr(mental_map_module, "hallucinate_on_input_grid", lambda *a, **k: slow_job())
+    monkeypatch.setattr(mental_map_module, "mental_map_job", lambda *a, **k: slow_job())
     runner = widget.runner
     worker = widget.run("mean")
     assert worker is not None

@@ -14,9 +14,12 @@ from napari_mentalmap.widgets.latent_explorer import (
 
 
 @pytest.fixture()
-def explorer(make_napari_viewer, tmp_path):
+def explorer(make_napari_viewer, qtbot, tmp_path):
     viewer = make_napari_viewer()
     widget = LatentExplorerWidget(viewer, weights=write_tiny_weights(tmp_path / "tiny.pt"))
+    assert widget.busy and not widget.encode_button.isEnabled()  # the model loads in a worker thread
+    qtbot.waitUntil(lambda: not widget.loading, timeout=30_000)
+    assert widget.bundle is not None and widget.encode_button.isEnabled()
     return viewer, widget
 
 
@@ -105,8 +108,9 @@ def test_sampling_strategies_and_volume(explorer, qtbot):
     assert tuple(layer.scale) == (2.0, 3.0, 3.0)
 
 
-def test_missing_weights_disables_widget(make_napari_viewer, tmp_path):
+def test_missing_weights_disables_widget(make_napari_viewer, qtbot, tmp_path):
     viewer = make_napari_viewer()
     widget = LatentExplorerWidget(viewer, weights=tmp_path / "missing.pt")
+    qtbot.waitUntil(lambda: not widget.loading, timeout=30_000)
     assert "mentalmap train slicevae" in widget.status.text()
     assert not widget.encode_button.isEnabled()

@@ -36,22 +36,22 @@ from ..io.preprocess import (
     to_model_grid,
 )
 from ..models.uad_dae import DAE_KINDS, DAEConfig, DenoisingUNet
-from ..models.uad_vae import KINDS, UADVAE, VAEConfig
+from ..models.uad_vae import UADVAE, VAEConfig
+from .anomaly_methods import (  # noqa: F401 (re-exported)
+    ANOMALY_KINDS,
+    INTENSITY_AUTO_THRESHOLD,
+    INTENSITY_MEDIAN_AT,
+    INTENSITY_METHOD,
+    RESIDUALS,
+    modality_warning,
+    weights_path,
+)
 from .brain import auto_brain_mask
 from .jobs import Progress
 from .jobs import run_to_completion as run_job  # noqa: F401 (re-exported for the evaluation)
 from .labels import DEFAULT_MIN_SIZE, LabelUpdater, remove_small, threshold_labels  # noqa: F401 (re-exported)
 
 DEFAULT_MEDIAN_SIZE = 3
-ANOMALY_KINDS: tuple[str, ...] = KINDS + DAE_KINDS
-"""Every anomaly model kind: the VAEs and the denoising autoencoder (``dae2d``)."""
-
-
-def weights_path(kind: str) -> Path:
-    """Where the shipped weights of ``kind`` live."""
-    return shipped(f"uad_{kind}").path
-
-
 def train_command(kind: str) -> str:
     """The command that (re)creates the shipped weights of ``kind``."""
     if kind in DAE_KINDS:
@@ -146,9 +146,7 @@ def _reconstruct(model: UADVAE | DenoisingUNet, image: np.ndarray, device: torch
     return torch.cat(parts)[:, 0].numpy()
 
 
-RESIDUALS: tuple[str, ...] = ("positive", "absolute")
-"""Anomaly scores: ``positive`` = ``max(x - x_hat, 0)`` (FLAIR lesions are hyperintense),
-``absolute`` = ``|x - x_hat|`` (the paper's)."""
+
 
 
 def brain_erosion(mask: np.ndarray, spacing: tuple[float, float, float], erosion_mm: float) -> np.ndarray:
@@ -255,12 +253,7 @@ def anomaly_map(
     return AnomalyResult(anomaly.astype(np.float32, copy=False), mask, grid, reconstruction, notes)
 
 
-INTENSITY_METHOD = "FLAIR intensity (baseline)"
-"""The intensity baseline offered in the dock and the CLI beside the VAEs."""
-INTENSITY_MEDIAN_AT = 0.5
-INTENSITY_AUTO_THRESHOLD = 0.745
-"""Auto threshold of the intensity method, chosen on the validation FLAIRs (Subj18-20 vs
-``wml_auto``) by ``mentalmap eval uad-baseline-threshold``; never on a test set."""
+
 
 
 def intensity_score(volume: np.ndarray, spacing: tuple[float, float, float], mask: np.ndarray,
@@ -294,19 +287,3 @@ def intensity_anomaly_map(volume: np.ndarray, spacing: tuple[float, float, float
     return AnomalyResult(anomaly, mask, None, None, [])
 
 
-def modality_warning(name: str) -> str | None:
-    """A warning when a layer or file name says it is not a FLAIR (e.g. ``sample T1``).
-
-    The reconstruction error alone does not separate T1 from FLAIR for these small VAEs
-    (both reconstruct equally blurrily), so the name is the practical hint.
-    """
-    import re
-
-    words = set(re.split(r"[^a-z0-9]+", name.lower()))
-    if "flair" in words or "fl" in words:
-        return None
-    other = words & {"t1", "t1w", "t2", "t2w", "pd", "mprage", "dwi", "adc", "ct"}
-    if other:
-        return (f"{name!r} looks like a {sorted(other)[0].upper()} image: the anomaly VAEs were trained "
-                "on FLAIR, so the map and labels are unlikely to mean much")
-    return None

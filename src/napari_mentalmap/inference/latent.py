@@ -18,6 +18,7 @@ import torch
 from ..checkpoints import WeightsError, load_record, resolve, shipped
 from ..device import pick_device
 from ..io.preprocess import GridMapping, GridSpec, to_model_grid
+from ..models.kinds import LATENT_MODEL_NAMES, STRATEGIES  # noqa: F401 (re-exported)
 from ..models.slice_vae import (
     CoherentPPCA,
     NaivePrior,
@@ -29,8 +30,6 @@ from ..models.slice_vae import (
 
 WEIGHTS = shipped("slice_vae").path
 TRAIN_COMMAND = "mentalmap train slicevae"
-LATENT_MODEL_NAMES: tuple[str, ...] = ("ppca", "per_slice", "naive")
-STRATEGIES: tuple[str, ...] = ("naive", "instance-specific", "mixed-instance")
 
 Progress = Generator[tuple[int, int, str], None, np.ndarray]
 

@@ -21,8 +21,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .config import DictConfig
-
-DAE_KINDS: tuple[str, ...] = ("dae2d",)
+from .kinds import DAE_KINDS
 
 
 @dataclass

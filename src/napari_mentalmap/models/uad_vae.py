@@ -23,8 +23,7 @@ import torch
 from torch import nn
 
 from .config import DictConfig
-
-KINDS: tuple[str, ...] = ("dense2d", "dense3d", "spatial2d", "spatial3d")
+from .kinds import KINDS
 
 
 @dataclass

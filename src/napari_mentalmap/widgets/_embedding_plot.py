@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 
-from ..inference import latent
+if TYPE_CHECKING:
+    from ..inference import latent
 
 
 class EmbeddingPlot(QWidget):

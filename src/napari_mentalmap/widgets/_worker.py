@@ -16,12 +16,13 @@ value when they differ (see ``benchmarks/gui_bench.py`` for the measurement).
 
 from __future__ import annotations
 
+import importlib
+import sys
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from napari.qt.threading import GeneratorWorker, create_worker
 from napari.utils.notifications import show_error
 from qtpy.QtCore import QEvent, QObject, QTimer
@@ -35,7 +36,7 @@ class JobStats:
     """What happened to one job (for the status line, tests and the GUI benchmark)."""
 
     name: str
-    torch_threads_main: int
+    torch_threads_main: int | None  # None: torch not loaded in the GUI thread (nothing to match)
     torch_threads_found: int = 0  # torch.get_num_threads() when the worker started
     torch_threads_used: int = 0  # after matching the GUI thread's count
     seconds: float = 0.0  # time of the generator inside the worker
@@ -44,9 +45,12 @@ class JobStats:
 
 
 def threaded_job(job: Generator[Progress, None, Any], stats: JobStats) -> Generator[Progress, None, Any]:
-    """Drive ``job`` inside the worker thread, matching torch's thread count and timing it."""
+    """Drive ``job`` inside the worker thread, matching torch's thread count and timing it.
+    torch is imported here (in the worker) when the GUI thread has not loaded it."""
+    import torch
+
     stats.torch_threads_found = torch.get_num_threads()
-    if stats.torch_threads_found != stats.torch_threads_main:
+    if stats.torch_threads_main is not None and stats.torch_threads_found != stats.torch_threads_main:
         torch.set_num_threads(stats.torch_threads_main)
     stats.torch_threads_used = torch.get_num_threads()
     started = time.perf_counter()
@@ -70,6 +74,33 @@ def start_thread(function: Callable[..., Any], *args: Any, on_returned: Callable
     worker.errored.connect(lambda error: on_errored(error) if alive[0] else None)
     worker.start()
     return worker
+
+
+def gui_torch_threads() -> int | None:
+    """torch's thread count in the calling (GUI) thread, or None when torch is not loaded."""
+    torch = sys.modules.get("torch")
+    return torch.get_num_threads() if torch is not None else None
+
+
+def _load(modules: Sequence[str]) -> list[str]:
+    for name in modules:
+        importlib.import_module(name)
+    from ..device import available_devices
+
+    return available_devices()
+
+
+def warm_up(owner: QWidget, modules: Sequence[str], device_combo: Any | None = None) -> GeneratorWorker:
+    """Import ``modules`` (torch and the models) in a worker thread, so that opening a dock
+    never waits for them; then add the torch devices found (GPUs) to ``device_combo``."""
+
+    def ready(devices: list[str]) -> None:
+        if device_combo is not None:
+            present = {device_combo.itemText(i) for i in range(device_combo.count())}
+            device_combo.addItems([d for d in devices if d not in present])
+
+    return start_thread(_load, tuple(modules), on_returned=ready,
+                        on_errored=lambda error: report_error(f"loading the models failed: {error}"), owner=owner)
 
 
 def report_error(message: str) -> None:
@@ -142,7 +173,7 @@ class JobRunner:
         """
         if self.busy:
             raise RuntimeError("a job is already running")
-        self.stats = JobStats(name=name, torch_threads_main=torch.get_num_threads())
+        self.stats = JobStats(name=name, torch_threads_main=gui_torch_threads())
         self._on_returned = on_returned
         worker = create_worker(threaded_job, job, self.stats, _start_thread=False, _ignore_errors=True)
         worker.yielded.connect(self._on_progress)

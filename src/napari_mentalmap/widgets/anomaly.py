@@ -30,32 +30,30 @@ from qtpy.QtWidgets import (
 )
 from superqt import QLabeledDoubleSlider
 
-from ..device import available_devices
-from ..inference.anomaly import (
+from ..inference.anomaly_methods import (
     ANOMALY_KINDS,
-    DEFAULT_MIN_SIZE,
     INTENSITY_AUTO_THRESHOLD,
     INTENSITY_METHOD,
     RESIDUALS,
-    AnomalyResult,
-    anomaly_map,
-    intensity_anomaly_map,
-    load_anomaly_model,
     modality_warning,
     weights_path,
 )
-from ..inference.labels import EditedLabels
-from ..models.uad_vae import KINDS
+from ..inference.labels import DEFAULT_MIN_SIZE, EditedLabels
+from ..models.kinds import KINDS
 from ._forms import column, form, row
 from ._layers import aligned_with, input_images, is_result, scroll_content
-from ._worker import JobRunner
+from ._worker import JobRunner, warm_up
 
 if TYPE_CHECKING:
     import napari
 
+    from ..inference.anomaly import AnomalyResult
+
 NO_TRUTH = "(none)"
 DEFAULT_METHOD = INTENSITY_METHOD  # best on validation and on every manual-label test set (README)
 METHODS = (INTENSITY_METHOD, *ANOMALY_KINDS)
+MODEL_MODULES = ("napari_mentalmap.inference.anomaly",)
+"""Imported in a worker thread when the dock opens (torch and the models load off the GUI thread)."""
 RESIDUAL_NAMES = {"positive": "brighter than reconstruction (hyperintense)",
                   "absolute": "|image − reconstruction| (paper)"}
 
@@ -68,6 +66,8 @@ def anomaly_job(data: np.ndarray, spacing: tuple[float, float, float], method: s
     Returns the result and the Auto threshold (None when the stored one was chosen for
     another score than ``residual``).
     """
+    from ..inference.anomaly import anomaly_map, intensity_anomaly_map, load_anomaly_model
+
     if method == INTENSITY_METHOD:
         result = yield from intensity_anomaly_map(data, spacing, device=device)
         return result, INTENSITY_AUTO_THRESHOLD
@@ -112,7 +112,7 @@ class AnomalyWidget(QWidget):
         for residual in RESIDUALS:
             self.residual_combo.addItem(RESIDUAL_NAMES[residual], residual)
         self.device_combo = QComboBox()
-        self.device_combo.addItems(["auto", *available_devices()])
+        self.device_combo.addItems(["auto", "cpu"])  # + GPUs once torch is loaded (warm_up)
         self.compute_button = QPushButton("Compute anomaly map")
         self.cancel_button = QPushButton("Cancel")
         self.progress = QProgressBar()
@@ -156,6 +156,7 @@ class AnomalyWidget(QWidget):
         for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
             event.connect(self.refresh_layer_choices)
         self.refresh_layer_choices()
+        warm_up(self, MODEL_MODULES, self.device_combo)
         self._method_changed()
         self._show_controls_for(None)
 

@@ -23,32 +23,47 @@ import numpy as np
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
     QComboBox,
-    QFormLayout,
     QGroupBox,
-    QHBoxLayout,
     QLabel,
     QProgressBar,
     QPushButton,
     QSlider,
     QSpinBox,
-    QVBoxLayout,
     QWidget,
 )
 
 from .._reader import AXIS_LABELS
-from ..inference import latent
+from ..checkpoints import WeightsError
+from ..models.kinds import STRATEGIES
 from ._embedding_plot import EmbeddingPlot
+from ._forms import column, form, row
 from ._layers import RESULT_KEY, input_images, scroll_content
-from ._worker import JobRunner, LatestOnly
+from ._worker import JobRunner, LatestOnly, report_error, start_thread
 
 if TYPE_CHECKING:
     import napari
+
+    from ..inference import latent
 
 N_DIRECTIONS = 4
 SLIDER_RANGE = 30  # slider units per direction: +-3 standard deviations in steps of 0.1
 DECODED_LAYER = "latent explorer: decoded"
 SAMPLES_LAYER = "latent explorer: slice samples"
 DEFAULT_GRID_MM = (2.4, 2.5, 2.5)  # typical pose / pixel spacing of the model grid on NiChart T1
+
+
+
+def _latent():
+    """:mod:`napari_mentalmap.inference.latent`, imported on first use (it loads torch)."""
+    from ..inference import latent
+
+    return latent
+
+
+def load_explorer_model(weights: str | Path | None) -> tuple:
+    """(bundle, training-latent embedding): what the dock loads in a worker thread when it opens."""
+    bundle = _latent().load_slice_vae(weights, device="cpu")
+    return bundle, _latent().latent_embedding(bundle)
 
 
 class LatentExplorerWidget(QWidget):
@@ -78,71 +93,56 @@ class LatentExplorerWidget(QWidget):
         self.runner = JobRunner(self.progress, self.status, self.cancel_button, self._buttons, "Latent explorer", owner=self)
         self.decoder = LatestOnly(self._decode_timed, self._decoded)
         self.progress.destroyed.connect(self.decoder.shutdown)
-        try:
-            self.bundle = latent.load_slice_vae(weights, device="cpu")
-        except (FileNotFoundError, RuntimeError) as error:
-            self._set_enabled(False)
-            self.status.setText(str(error))
-            return
+        self.loading = True
+        self._set_enabled(False)
+        self.status.setText("loading the slice VAE …")
+        start_thread(load_explorer_model, weights, on_returned=self._model_loaded, on_errored=self._model_failed,
+                     owner=self)
+
+    def _model_loaded(self, loaded: tuple) -> None:
+        self.bundle, self.embedding = loaded
+        self.loading = False
+        self._set_enabled(True)
         self.pose_spin.setMaximum(self.bundle.n_poses - 1)
         self.pose_spin.setValue(self.bundle.n_poses // 2)
         self._set_pose(self.bundle.n_poses // 2)
-        self.embedding = latent.latent_embedding(self.bundle)
         self.embedding_plot = EmbeddingPlot(self.embedding, self.decode_training_point)
         self._dock_embedding()
         self.status.setText("select an image layer and press “Encode current slice”, or click the embedding")
 
+    def _model_failed(self, error: BaseException) -> None:
+        self.loading = False
+        self.status.setText(str(error))
+        if not isinstance(error, (FileNotFoundError, RuntimeError, WeightsError)):
+            report_error(f"Latent explorer: {type(error).__name__}: {error}")
+
     def _build_ui(self) -> None:
-        layout = QVBoxLayout(scroll_content(self))
-        layout.addWidget(QLabel("<b>Latent explorer (slice VAE)</b>"))
         self.status = QLabel()
         self.status.setWordWrap(True)
-
-        encode_row = QHBoxLayout()
         self.encode_button = QPushButton("Encode current slice")
         self.encode_button.clicked.connect(self.encode_current_slice)
         self.pose_spin = QSpinBox()
         self.pose_spin.setToolTip("slice position on the model grid (principal directions are taken here)")
         self.pose_spin.valueChanged.connect(self._set_pose)
-        encode_row.addWidget(self.encode_button)
-        encode_row.addWidget(QLabel("position"))
-        encode_row.addWidget(self.pose_spin)
-        layout.addLayout(encode_row)
 
-        directions = QGroupBox("Principal directions at this position (±3 std)")
-        form = QFormLayout(directions)
-        self.sliders: list[QSlider] = []
-        for k in range(N_DIRECTIONS):
-            slider = QSlider(Qt.Orientation.Horizontal)
-            slider.setRange(-SLIDER_RANGE, SLIDER_RANGE)
-            slider.setValue(0)
-            slider.valueChanged.connect(self._sliders_changed)
-            form.addRow(f"PC {k + 1}", slider)
-            self.sliders.append(slider)
+        self.sliders: list[QSlider] = [self._slider(-SLIDER_RANGE, SLIDER_RANGE, self._sliders_changed)
+                                       for _ in range(N_DIRECTIONS)]
         reset = QPushButton("Reset sliders")
         reset.clicked.connect(self.reset_sliders)
         self.latency_label = QLabel("decode: – ms")
-        form.addRow(reset, self.latency_label)
-        layout.addWidget(directions)
+        directions = QGroupBox("Principal directions at this position (±3 std)")
+        directions.setLayout(form(*[(f"PC {k + 1}", slider) for k, slider in enumerate(self.sliders)],
+                                  ("", row(reset, self.latency_label))))
 
-        interpolation = QGroupBox("Interpolation A → B")
-        form = QFormLayout(interpolation)
-        ab_row = QHBoxLayout()
-        for name in ("A", "B"):
-            button = QPushButton(f"Set {name} = current")
+        store_buttons = [QPushButton(f"Set {name} = current") for name in ("A", "B")]
+        for name, button in zip(("A", "B"), store_buttons, strict=True):
             button.clicked.connect(lambda _=False, n=name: self.store(n))
-            ab_row.addWidget(button)
-        form.addRow(ab_row)
-        self.t_slider = QSlider(Qt.Orientation.Horizontal)
-        self.t_slider.setRange(0, 100)
-        self.t_slider.valueChanged.connect(self._interpolate_changed)
-        form.addRow("t", self.t_slider)
-        layout.addWidget(interpolation)
+        self.t_slider = self._slider(0, 100, self._interpolate_changed)
+        interpolation = QGroupBox("Interpolation A → B")
+        interpolation.setLayout(form(("", row(*store_buttons)), ("t", self.t_slider)))
 
-        sampling = QGroupBox("Sampling")
-        form = QFormLayout(sampling)
         self.strategy_combo = QComboBox()
-        self.strategy_combo.addItems(latent.STRATEGIES)
+        self.strategy_combo.addItems(STRATEGIES)
         self.strategy_combo.setToolTip(
             "naive: prior N(0, I); instance-specific: around the current latent; "
             "mixed-instance: between training instances at this position"
@@ -152,29 +152,27 @@ class LatentExplorerWidget(QWidget):
         self.n_spin.setValue(8)
         self.sample_slices_button = QPushButton("Sample slices")
         self.sample_slices_button.clicked.connect(self.sample_slices)
-        row = QHBoxLayout()
-        row.addWidget(self.strategy_combo)
-        row.addWidget(self.n_spin)
-        row.addWidget(self.sample_slices_button)
-        form.addRow("slices", row)
         self.model_combo = QComboBox()
         self.model_combo.addItems(["ppca (coherent)", "per_slice (paper)", "naive"])
         self.sample_volume_button = QPushButton("Sample volume")
         self.sample_volume_button.clicked.connect(self.sample_volume)
-        row = QHBoxLayout()
-        row.addWidget(self.model_combo)
-        row.addWidget(self.sample_volume_button)
-        form.addRow("volume", row)
-        layout.addWidget(sampling)
+        sampling = QGroupBox("Sampling")
+        sampling.setLayout(form(("slices", row(self.strategy_combo, self.n_spin, self.sample_slices_button)),
+                                ("volume", row(self.model_combo, self.sample_volume_button))))
         self.progress = QProgressBar()
         self.cancel_button = QPushButton("Cancel")
-        row = QHBoxLayout()
-        row.addWidget(self.progress, 1)
-        row.addWidget(self.cancel_button)
-        layout.addLayout(row)
-        layout.addWidget(self.status)
-        layout.addStretch(1)
+        column(scroll_content(self), QLabel("<b>Latent explorer (slice VAE)</b>"),
+               row(self.encode_button, QLabel("position"), self.pose_spin), directions, interpolation, sampling,
+               row(self.progress, self.cancel_button, stretch_first=True), self.status)
         self._buttons = [self.encode_button, self.sample_slices_button, self.sample_volume_button, reset]
+
+    @staticmethod
+    def _slider(low: int, high: int, on_change) -> QSlider:
+        slider = QSlider(Qt.Orientation.Horizontal)
+        slider.setRange(low, high)
+        slider.setValue(0)
+        slider.valueChanged.connect(on_change)
+        return slider
 
     def _set_enabled(self, enabled: bool) -> None:
         for widget in [*self._buttons, *self.sliders, self.t_slider, self.pose_spin]:
@@ -200,7 +198,7 @@ class LatentExplorerWidget(QWidget):
         if self.bundle is None:
             return
         self.pose = int(pose)
-        self.directions, self.stds = latent.principal_directions(self.bundle, self.pose, N_DIRECTIONS)
+        self.directions, self.stds = _latent().principal_directions(self.bundle, self.pose, N_DIRECTIONS)
         if self.base is not None:
             self._sliders_changed()
 
@@ -211,8 +209,8 @@ class LatentExplorerWidget(QWidget):
 
     @property
     def busy(self) -> bool:
-        """True while a job runs, its result is shown, or a slider decode is pending."""
-        return self.runner.busy or self.decoder.busy
+        """True while the model loads, a job runs, its result is shown, or a slider decode is pending."""
+        return self.loading or self.runner.busy or self.decoder.busy
 
     def _slice_placement(self, n_leading: int = 0) -> dict:
         """scale/translate putting a (1, S, S) slice at the current position over the encoded
@@ -241,7 +239,7 @@ class LatentExplorerWidget(QWidget):
     def _decode_timed(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
         """Worker side of a slider decode."""
         started = time.perf_counter()
-        image = latent.decode(self.bundle, z)
+        image = _latent().decode(self.bundle, z)
         return z, image, (time.perf_counter() - started) * 1000
 
     def _decoded(self, value: tuple[np.ndarray, np.ndarray, float]) -> None:
@@ -270,6 +268,8 @@ class LatentExplorerWidget(QWidget):
     def encode_current_slice(self):
         """Encode the current axial slice of the selected image layer in a worker (None if refused)."""
         if self.bundle is None:
+            if self.loading:
+                self._notify("the slice VAE is still loading: try again in a moment")
             return None
         if self.runner.busy:
             self._notify("a job is already running: wait for it or press Cancel")
@@ -289,7 +289,7 @@ class LatentExplorerWidget(QWidget):
         spacing = tuple(float(s) for s in layer.scale[-data.ndim:])
         origin = tuple(float(t) for t in layer.translate[-data.ndim:])
         index = float(layer.world_to_data(self.viewer.dims.point)[-3]) if data.ndim == 3 else None
-        job = latent.encode_slice_job(self.bundle, data, spacing, origin, index, self.pose, self._prepared_cache)
+        job = _latent().encode_slice_job(self.bundle, data, spacing, origin, index, self.pose, self._prepared_cache)
 
         def show(encoded: latent.EncodedSlice) -> list:
             def apply() -> str:
@@ -324,7 +324,7 @@ class LatentExplorerWidget(QWidget):
     def _sliders_changed(self, _value: int = 0) -> None:
         if self.bundle is None or self.base is None:
             return
-        self.decode_latent(latent.walk(self.base, self.directions, self.stds, self.slider_steps()))
+        self.decode_latent(_latent().walk(self.base, self.directions, self.stds, self.slider_steps()))
 
     def reset_sliders(self) -> None:
         for slider in self.sliders:
@@ -348,7 +348,7 @@ class LatentExplorerWidget(QWidget):
         if not {"A", "B"} <= self.stored.keys():
             self.status.setText("set A and B first")
             return
-        self.decode_latent(latent.interpolate(self.stored["A"], self.stored["B"], value / 100.0))
+        self.decode_latent(_latent().interpolate(self.stored["A"], self.stored["B"], value / 100.0))
 
     def sample_slices(self):
         """Draw slices at the current position with the chosen strategy in a worker, shown as a
@@ -361,8 +361,8 @@ class LatentExplorerWidget(QWidget):
 
         def job():
             yield 0, 1, f"sampling {n} slices"
-            latents = latent.strategy_latents(self.bundle, strategy, pose, n, instances)
-            return latent.decode(self.bundle, latents)
+            latents = _latent().strategy_latents(self.bundle, strategy, pose, n, instances)
+            return _latent().decode(self.bundle, latents)
 
         def show(images: np.ndarray) -> list:
             def add() -> str:
@@ -387,7 +387,7 @@ class LatentExplorerWidget(QWidget):
             return None
         model = self.model_combo.currentText().split(" ")[0]
         seed = int(np.random.default_rng().integers(1 << 31))
-        return self.runner.start(f"sample volume ({model})", latent.sample_volume(self.bundle, 1, model, seed),
+        return self.runner.start(f"sample volume ({model})", _latent().sample_volume(self.bundle, 1, model, seed),
                                  lambda volumes: [lambda: self._add_volume(volumes[0], model)])
 
     def _add_volume(self, volume: np.ndarray, model: str) -> str:

@@ -33,23 +33,31 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..device import available_devices
-from ..inference.mental_map import (
-    DEFAULT_WEIGHTS,
-    InputGridMaps,
-    MentalMap,
-    hallucinate,
-    hallucinate_on_input_grid,
-)
+from ..checkpoints import shipped
 from ._forms import column, form, row
 from ._layers import RESULT_KEY, aligned_with, input_images, scroll_content
-from ._worker import JobRunner, report_error
+from ._worker import JobRunner, report_error, warm_up
 from .context_slices import ContextSlicesWidget, volume_of
 
 if TYPE_CHECKING:
     import napari
 
+    from ..inference.mental_map import InputGridMaps, MentalMap
+
 TITLE = "Mental maps (BRUNO)"
+DEFAULT_WEIGHTS = shipped("bruno_t1").path
+MODEL_MODULES = ("napari_mentalmap.inference.mental_map",)
+"""Imported in a worker thread when the dock opens (torch and the flow load off the GUI thread)."""
+
+
+def mental_map_job(volume: np.ndarray, spacing: tuple[float, ...], contexts: list[int], keep_contexts: bool,
+                   **options):
+    """The dock's job: :func:`~napari_mentalmap.inference.mental_map.hallucinate` then the
+    input-grid maps; its module (torch) is imported inside the worker thread."""
+    from ..inference.mental_map import hallucinate, hallucinate_on_input_grid
+
+    job = hallucinate(volume, spacing, contexts, keep_contexts=keep_contexts, **options)
+    return (yield from hallucinate_on_input_grid(job, volume, keep_contexts))
 DEMO_CONTEXTS = 5
 
 
@@ -79,7 +87,7 @@ class MentalMapWidget(QWidget):
         self.seed = QSpinBox()
         self.seed.setRange(0, 2**31 - 1)
         self.device_combo = QComboBox()
-        self.device_combo.addItems(["auto", *available_devices()])
+        self.device_combo.addItems(["auto", "cpu"])  # + GPUs once torch is loaded (warm_up)
         self.keep_contexts = QCheckBox("keep acquired slices")
         self.keep_contexts.setChecked(True)
         self.keep_contexts.setToolTip("put the acquired context slices back exactly into the results")
@@ -120,6 +128,7 @@ class MentalMapWidget(QWidget):
         self.viewer.layers.events.inserted.connect(self.refresh_layer_choices)
         self.viewer.layers.events.removed.connect(self.refresh_layer_choices)
         self.refresh_layer_choices()
+        warm_up(self, MODEL_MODULES, self.device_combo)
 
     # --- layers -----------------------------------------------------------------------
     @property
@@ -181,11 +190,11 @@ class MentalMapWidget(QWidget):
         n_samples = int(self.n_samples.value())
         spacing = tuple(float(s) for s in layer.scale[-3:])
         keep = self.keep_contexts.isChecked()
-        job = hallucinate_on_input_grid(hallucinate(
+        job = mental_map_job(
             volume, spacing, contexts, n_samples=n_samples, temperature=float(self.temperature.value()),
             seed=int(self.seed.value()), device=self.device_combo.currentText(), weights=self.weights(),
             keep_contexts=keep, mask=self.contexts.cached_brain_mask(),
-        ), volume, keep)
+        )
         label = f"{kind} ({len(contexts)} contexts, {n_samples} samples)" if contexts else f"{kind} (no contexts: prior)"
         return self.runner.start(label, job, lambda result: self.show_result(result, layer, kind))
 
