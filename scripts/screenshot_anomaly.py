@@ -43,9 +43,9 @@ def main() -> None:
     lesions.opacity = 1.0
     lesions.colormap = DirectLabelColormap(color_dict={None: "transparent", 0: "transparent", 1: "cyan"})
     spacing = tuple(float(s) for s in flair.scale[-3:])
-    result, threshold = run_to_completion(anomaly_job(np.asarray(flair.data), spacing, args.kind, "cpu",
-                                                      weights=widget.weights.get(args.kind)))
-    for step in widget.show_result(result, threshold, flair, args.kind):
+    result, thresholds = run_to_completion(anomaly_job(np.asarray(flair.data), spacing, args.kind, "cpu",
+                                                       weights=widget.weights.get(args.kind)))
+    for step in widget.show_result(result, thresholds, flair, args.kind):
         step()
     widget.truth_combo.setCurrentText("sample lesions")
     widget.set_auto_threshold()

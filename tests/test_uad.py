@@ -534,3 +534,40 @@ def test_per_case_threshold_comes_from_the_other_half() -> None:
     assert cases[2] == (0.2, 0.3)  # chosen on volumes 0, 1
     assert cases[0] == (0.3, 0.2) and cases[1] == (0.3, 0.4)  # chosen on volume 2
     np.testing.assert_allclose(np.mean([d for _, d in cases]), half_half_protocol(dices, thresholds)["dice"])
+
+
+def test_every_method_score_and_target_has_an_auto_threshold() -> None:
+    from napari_mentalmap.evaluation.auto_thresholds import method_residuals
+    from napari_mentalmap.inference.anomaly_methods import (
+        ANOMALY_KINDS,
+        AUTO_THRESHOLDS,
+        INTENSITY_AUTO_THRESHOLD,
+        INTENSITY_METHOD,
+        TARGETS,
+        auto_threshold,
+    )
+
+    for method in (INTENSITY_METHOD, *ANOMALY_KINDS):
+        for residual in method_residuals(method):
+            for target in TARGETS:
+                value = auto_threshold(method, residual, target)
+                assert value is not None and 0.0 < value < 1.0, (method, residual, target)
+    assert AUTO_THRESHOLDS[f"{INTENSITY_METHOD}||lesions"] == INTENSITY_AUTO_THRESHOLD
+
+
+def test_synthetic_tumour_is_a_bright_mass_inside_the_brain() -> None:
+    from napari_mentalmap.evaluation.auto_thresholds import TUMOUR_BRIGHTNESS, with_synthetic_tumour
+    from napari_mentalmap.evaluation.uad import TestVolume
+
+    shape = (60, 70, 60)
+    axes = np.ogrid[tuple(slice(0, n) for n in shape)]
+    brain = sum(((a - n / 2) / (0.45 * n)) ** 2 for a, n in zip(axes, shape, strict=True)) <= 1.0
+    image = np.where(brain, 100.0 + np.random.default_rng(0).normal(0, 2, shape), 0.0).astype(np.float32)
+    volume = TestVolume("healthy", image, (2.0, 2.0, 2.0), brain, np.zeros(shape, bool))
+    tumour = with_synthetic_tumour(volume, seed=3)
+    assert tumour.truth.any() and not (tumour.truth & ~brain).any()
+    ratio = tumour.image[tumour.truth].mean() / image[tumour.truth].mean()
+    assert 0.8 * TUMOUR_BRIGHTNESS < ratio < 1.2 * TUMOUR_BRIGHTNESS
+    far = ~brain | (np.abs(tumour.image - image) < 1e-3)
+    assert far.sum() > 0.8 * far.size  # the rest of the volume is unchanged
+    assert np.array_equal(with_synthetic_tumour(volume, seed=3).image, tumour.image)  # deterministic

@@ -222,3 +222,32 @@ def test_cancel_adds_nothing_and_second_job_is_refused(make_napari_viewer, qtbot
     qtbot.waitUntil(lambda: not widget.busy, timeout=10_000)
     assert len(viewer.layers) == n_layers and "cancelled" in widget.status.text()
     assert widget.compute_button.isEnabled()
+
+
+def test_auto_threshold_per_target_is_visible_and_applied(make_napari_viewer, qtbot, tiny_weights) -> None:
+    from napari_mentalmap.inference.anomaly_methods import INTENSITY_METHOD, TARGETS, auto_threshold
+    from napari_mentalmap.widgets.anomaly import AnomalyWidget
+
+    viewer = make_napari_viewer()
+    viewer.add_image(_volume(), name="FLAIR", scale=(2.0, 1.5, 1.5))
+    widget = AnomalyWidget(viewer)
+    widget.model_combo.setCurrentIndex(widget.model_combo.findData(INTENSITY_METHOD))
+    widget.compute()
+    qtbot.waitUntil(lambda: widget.labels_layer is not None and not widget.busy, timeout=30_000)
+    values = {}
+    for target in TARGETS:
+        widget.target_combo.setCurrentIndex(widget.target_combo.findData(target))
+        values[target] = auto_threshold(INTENSITY_METHOD, "", target)
+        assert widget.auto_button.isEnabled() and f"{values[target]:.3g}" in widget.auto_button.text()
+        widget.threshold_slider.setValue(0.0)
+        widget.auto_button.click()
+        assert widget.threshold_slider.value() == pytest.approx(values[target], abs=1e-3)
+
+    # weights the user picked carry only their own (lesion) threshold: no tumour Auto
+    widget.weights["dense3d"] = tiny_weights
+    widget.model_combo.setCurrentIndex(widget.model_combo.findData("dense3d"))
+    widget.compute()
+    qtbot.waitUntil(lambda: not widget.busy and widget.current.method == "dense3d", timeout=30_000)
+    assert not widget.auto_button.isEnabled()
+    widget.target_combo.setCurrentIndex(widget.target_combo.findData("lesions"))
+    assert widget.auto_button.isEnabled() and "0.05" in widget.auto_button.text()

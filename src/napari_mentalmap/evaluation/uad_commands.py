@@ -149,6 +149,45 @@ def add_uad_baseline_threshold_parser(subparsers: argparse._SubParsersAction) ->
         "uad-baseline-threshold", help="the intensity baseline's Auto threshold, chosen on validation")
     parser.set_defaults(func=run_uad_baseline_threshold)
     add_uad_validate_parser(subparsers)  # registered here: the group's command list is not this module's
+    add_uad_auto_parser(subparsers)
+
+
+def add_uad_auto_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``uad-auto`` to the ``eval`` subcommand group."""
+    parser = subparsers.add_parser(
+        "uad-auto", help="the anomaly dock's Auto thresholds per method, score and target (validation only)")
+    parser.add_argument("--test", action="store_true", help="also report the Dice at Auto on the manual test sets")
+    parser.add_argument("--out", default="results/uad", help="folder for auto_thresholds.csv (and auto_test.csv)")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.set_defaults(func=run_uad_auto)
+
+
+def run_uad_auto(args: argparse.Namespace) -> int:
+    """Choose every Auto threshold on validation, write the CSV(s), compare with the shipped table."""
+    import csv
+
+    import torch
+
+    from ..inference.anomaly_methods import AUTO_THRESHOLDS
+    from .auto_thresholds import auto_threshold_rows, shipped_table, test_dice_at_auto
+
+    torch.set_num_threads(args.threads)
+    rows = auto_threshold_rows()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    tables = {"auto_thresholds.csv": rows}
+    if args.test:
+        tables["auto_test.csv"] = test_dice_at_auto(rows)
+    for name, table in tables.items():
+        with open(out / name, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(table[0]))
+            writer.writeheader()
+            writer.writerows(table)
+        print(f"wrote {out / name}")
+    table = shipped_table(rows)
+    print("AUTO_THRESHOLDS = " + repr(table))
+    print("shipped table " + ("matches" if table == AUTO_THRESHOLDS else "differs: update inference/anomaly_methods.py"))
+    return 0
 
 
 def run_uad_baseline_threshold(args: argparse.Namespace) -> int:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from ..checkpoints import shipped
 from ..models.kinds import DAE_KINDS, KINDS
 
@@ -43,3 +45,68 @@ def modality_warning(name: str) -> str | None:
         return (f"{name!r} looks like a {sorted(other)[0].upper()} image: the anomaly VAEs were trained "
                 "on FLAIR, so the map and labels are unlikely to mean much")
     return None
+
+
+TARGETS: tuple[str, ...] = ("lesions", "tumour")
+"""What the Auto threshold is chosen for: small lesions (MS, white matter) or a tumour."""
+
+AUTO_THRESHOLDS: dict[str, float] = {
+    "FLAIR intensity (baseline)||lesions": 0.745,
+    "FLAIR intensity (baseline)||tumour": 0.745,
+    "dense2d|positive|lesions": 0.21,
+    "dense2d|positive|tumour": 0.15,
+    "dense2d|absolute|lesions": 0.31,
+    "dense2d|absolute|tumour": 0.22,
+    "dense3d|positive|lesions": 0.28,
+    "dense3d|positive|tumour": 0.18,
+    "dense3d|absolute|lesions": 0.44,
+    "dense3d|absolute|tumour": 0.26,
+    "spatial2d|positive|lesions": 0.21,
+    "spatial2d|positive|tumour": 0.12,
+    "spatial2d|absolute|lesions": 0.32,
+    "spatial2d|absolute|tumour": 0.22,
+    "spatial3d|positive|lesions": 0.23,
+    "spatial3d|positive|tumour": 0.15,
+    "spatial3d|absolute|lesions": 0.32,
+    "spatial3d|absolute|tumour": 0.24,
+    "dae2d|positive|lesions": 0.13,
+    "dae2d|positive|tumour": 0.14,
+    "dae2d|absolute|lesions": 0.14,
+    "dae2d|absolute|tumour": 0.14,
+}
+"""Auto threshold per ``"method|score|target"`` (score empty for the intensity method), chosen
+on the validation FLAIRs by ``mentalmap eval uad-auto`` (see ``evaluation.auto_thresholds``)."""
+
+
+def auto_threshold(method: str, residual: str, target: str) -> float | None:
+    """The shipped Auto threshold of a method, score and target (None when there is none)."""
+    score = "" if method == INTENSITY_METHOD else residual
+    return AUTO_THRESHOLDS.get(f"{method}|{score}|{target}")
+
+
+def anomaly_job(data: np.ndarray, spacing: tuple[float, float, float], method: str, device: str,
+                residual: str = "positive", weights: str | Path | None = None):
+    """The anomaly dock's job (run in its worker thread; torch is imported there): the
+    intensity method, or load a model (``weights``, default the shipped ``method``) and run its map.
+
+    Returns the result and its Auto thresholds per target (``TARGETS``): the shipped table for
+    the shipped weights; for other weights, their own (lesion) threshold when it was chosen
+    for ``residual``.
+    """
+    from .anomaly import anomaly_map, intensity_anomaly_map, load_anomaly_model
+
+    if method == INTENSITY_METHOD:
+        result = yield from intensity_anomaly_map(data, spacing, device=device)
+        return result, shipped_auto_thresholds(method, residual)
+    model = load_anomaly_model(weights or method, device)
+    result = yield from anomaly_map(data, spacing, model, residual=residual)
+    if weights is None or Path(weights) == weights_path(method):
+        return result, shipped_auto_thresholds(method, residual)
+    return result, ({"lesions": model.threshold} if model.threshold is not None and model.residual_kind == residual
+                    else {})
+
+
+def shipped_auto_thresholds(method: str, residual: str) -> dict[str, float]:
+    """The shipped Auto threshold of ``method`` and ``residual`` for every target that has one."""
+    found = {target: auto_threshold(method, residual, target) for target in TARGETS}
+    return {target: value for target, value in found.items() if value is not None}

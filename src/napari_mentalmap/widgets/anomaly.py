@@ -32,9 +32,9 @@ from superqt import QLabeledDoubleSlider
 
 from ..inference.anomaly_methods import (
     ANOMALY_KINDS,
-    INTENSITY_AUTO_THRESHOLD,
     INTENSITY_METHOD,
     RESIDUALS,
+    anomaly_job,
     modality_warning,
     weights_path,
 )
@@ -54,26 +54,9 @@ DEFAULT_METHOD = INTENSITY_METHOD  # best on validation and on every manual-labe
 METHODS = (INTENSITY_METHOD, *ANOMALY_KINDS)
 MODEL_MODULES = ("napari_mentalmap.inference.anomaly",)
 """Imported in a worker thread when the dock opens (torch and the models load off the GUI thread)."""
+TARGET_LABELS = {"lesions": "lesions (MS, white matter)", "tumour": "tumour (glioma)"}
 RESIDUAL_NAMES = {"positive": "brighter than reconstruction (hyperintense)",
                   "absolute": "|image − reconstruction| (paper)"}
-
-
-def anomaly_job(data: np.ndarray, spacing: tuple[float, float, float], method: str, device: str,
-                residual: str = "positive", weights: str | Path | None = None):
-    """The job the worker runs: the intensity method, or load a VAE (``weights``, default the
-    shipped ``method``) and run its map.
-
-    Returns the result and the Auto threshold (None when the stored one was chosen for
-    another score than ``residual``).
-    """
-    from ..inference.anomaly import anomaly_map, intensity_anomaly_map, load_anomaly_model
-
-    if method == INTENSITY_METHOD:
-        result = yield from intensity_anomaly_map(data, spacing, device=device)
-        return result, INTENSITY_AUTO_THRESHOLD
-    model = load_anomaly_model(weights or method, device)
-    result = yield from anomaly_map(data, spacing, model, residual=residual)
-    return result, model.threshold if model.residual_kind == residual else None
 
 
 @dataclass
@@ -85,7 +68,7 @@ class SourceResult:
     image_layer: Any
     labels_layer: Any
     labels: EditedLabels
-    auto_threshold: float | None
+    auto_thresholds: dict[str, float]  # target -> Auto threshold chosen on validation
     threshold: float
     notes: list[str] = field(default_factory=list)
 
@@ -127,6 +110,10 @@ class AnomalyWidget(QWidget):
         self.min_size.setRange(1, 100_000)
         self.min_size.setValue(DEFAULT_MIN_SIZE)
         self.auto_button = QPushButton("Auto")
+        self.target_combo = QComboBox()
+        for target, label in TARGET_LABELS.items():
+            self.target_combo.addItem(label, target)
+        self.target_combo.setToolTip("what the Auto threshold is chosen for (on validation data; see the README)")
         self.reset_button = QPushButton("Reset to proposal")
         self.reset_button.setToolTip("drop every painted or erased voxel and show the model's proposal again")
         self.truth_combo = QComboBox()
@@ -140,6 +127,7 @@ class AnomalyWidget(QWidget):
                row(self.compute_button, self.cancel_button),
                self.progress, self.status,
                form(("threshold", row(self.threshold_slider, self.auto_button, stretch_first=True)),
+                    ("Auto for", self.target_combo),
                     ("min size (voxels)", self.min_size), ("", self.reset_button), ("ground truth", self.truth_combo)),
                self.dice_label, self.timing_label)
 
@@ -151,6 +139,7 @@ class AnomalyWidget(QWidget):
         self.threshold_slider.valueChanged.connect(self.update_labels)
         self.min_size.valueChanged.connect(self.update_labels)
         self.auto_button.clicked.connect(self.set_auto_threshold)
+        self.target_combo.currentIndexChanged.connect(self._target_changed)
         self.reset_button.clicked.connect(self.reset_edits)
         self.truth_combo.currentTextChanged.connect(self._truth_changed)
         for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
@@ -249,9 +238,9 @@ class AnomalyWidget(QWidget):
                           self.weights.get(method))
         started = time.perf_counter()
 
-        def on_returned(value: tuple[AnomalyResult, float | None]) -> list[Callable[[], str]]:
-            result, threshold = value
-            steps = self.show_result(result, threshold, layer, method)
+        def on_returned(value: tuple[AnomalyResult, dict[str, float]]) -> list[Callable[[], str]]:
+            result, thresholds = value
+            steps = self.show_result(result, thresholds, layer, method)
             elapsed = time.perf_counter() - started
             if note:
                 steps.append(lambda: f"warning: {note} ({elapsed:.1f} s)")
@@ -264,7 +253,7 @@ class AnomalyWidget(QWidget):
         self.runner.cancel()
 
     # --- results ----------------------------------------------------------------------
-    def show_result(self, result: AnomalyResult, threshold: float | None, source, method: str) -> list:
+    def show_result(self, result: AnomalyResult, thresholds: dict[str, float], source, method: str) -> list:
         """Display steps adding (or updating in place) ``source``'s anomaly image and labels."""
         from napari.utils.notifications import show_warning
 
@@ -277,6 +266,7 @@ class AnomalyWidget(QWidget):
         if previous is not None and (previous.image_layer not in self.viewer.layers
                                      or previous.labels_layer not in self.viewer.layers):
             previous = None
+        threshold = thresholds.get(self.target)
         start = threshold if threshold is not None else top / 2
 
         def image_step() -> str:
@@ -300,7 +290,7 @@ class AnomalyWidget(QWidget):
                 labels_layer = self.viewer.add_labels(labels.labels, name=f"{source.name} anomaly labels",
                                                       opacity=0.6, **aligned_with(source, "anomaly labels"))
             self.results[source.name] = SourceResult(source, method, image_layer, labels_layer, labels,
-                                                     threshold, start, list(result.warnings))
+                                                     dict(thresholds), start, list(result.warnings))
             if self.layer_combo.currentText() != source.name:
                 self.layer_combo.setCurrentText(source.name)
             self._show_controls_for(self.results[source.name])
@@ -316,17 +306,32 @@ class AnomalyWidget(QWidget):
         if result is None:
             self.dice_label.setText("Dice: –")
             return
-        self.auto_button.setEnabled(result.auto_threshold is not None)
+        self._target_changed()
         self.threshold_slider.blockSignals(True)
-        top = max(float(result.labels.proposal.anomaly.max()), result.auto_threshold or 0.0, 1e-3)
+        top = max(float(result.labels.proposal.anomaly.max()), *result.auto_thresholds.values(), 1e-3)
         self.threshold_slider.setRange(0.0, top)
         self.threshold_slider.setValue(result.threshold)
         self.threshold_slider.blockSignals(False)
 
+    @property
+    def target(self) -> str:
+        """What Auto is chosen for: ``lesions`` or ``tumour``."""
+        return self.target_combo.currentData()
+
+    def _target_changed(self, *_: object) -> None:
+        """Show the current result's Auto threshold for the chosen target on the button."""
+        value = None if self.current is None else self.current.auto_thresholds.get(self.target)
+        self.auto_button.setEnabled(value is not None)
+        self.auto_button.setText("Auto" if value is None else f"Auto ({value:.3g})")
+        self.auto_button.setToolTip(
+            f"the threshold chosen on validation data for {self.target_combo.currentText()}" if value is not None
+            else "no threshold was chosen on validation data for this method, score and target")
+
     def set_auto_threshold(self) -> None:
-        """Set the method's threshold chosen on validation."""
-        if self.current is not None and self.current.auto_threshold is not None:
-            self.threshold_slider.setValue(self.current.auto_threshold)
+        """Set the threshold chosen on validation for the method, score and target."""
+        value = None if self.current is None else self.current.auto_thresholds.get(self.target)
+        if value is not None:
+            self.threshold_slider.setValue(value)
 
     def reset_edits(self) -> None:
         """Drop the user's edits of the current labels: back to the model's proposal."""

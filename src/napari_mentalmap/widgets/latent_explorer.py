@@ -61,7 +61,11 @@ def _latent():
 
 
 def load_explorer_model(weights: str | Path | None) -> tuple:
-    """(bundle, training-latent embedding): what the dock loads in a worker thread when it opens."""
+    """(bundle, training-latent embedding): what the dock loads in a worker thread when it opens
+    (matplotlib's Qt canvas is imported here too, so the embedding plot is quick to build)."""
+    import matplotlib.backends.backend_qtagg  # noqa: F401
+    import matplotlib.figure  # noqa: F401
+
     bundle = _latent().load_slice_vae(weights, device="cpu")
     return bundle, _latent().latent_embedding(bundle)
 
