@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -9,6 +10,18 @@ from qtpy.QtWidgets import QVBoxLayout, QWidget
 
 if TYPE_CHECKING:
     from ..inference import latent
+
+
+def load_explorer_model(weights: str | Path | None) -> tuple:
+    """(bundle, training-latent embedding): what the dock loads in a worker thread when it opens
+    (matplotlib's Qt canvas is imported here too, so the embedding plot is quick to build)."""
+    import matplotlib.backends.backend_qtagg  # noqa: F401
+    import matplotlib.figure  # noqa: F401
+
+    from ..inference import latent
+
+    bundle = latent.load_slice_vae(weights, device="cpu")
+    return bundle, latent.latent_embedding(bundle)
 
 
 class EmbeddingPlot(QWidget):

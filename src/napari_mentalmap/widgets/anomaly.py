@@ -319,12 +319,16 @@ class AnomalyWidget(QWidget):
         return self.target_combo.currentData()
 
     def _target_changed(self, *_: object) -> None:
-        """Show the current result's Auto threshold for the chosen target on the button."""
-        value = None if self.current is None else self.current.auto_thresholds.get(self.target)
-        self.auto_button.setEnabled(value is not None)
-        self.auto_button.setText("Auto" if value is None else f"Auto ({value:.3g})")
+        """Show each target's Auto threshold of the current result (method and score) in the
+        target list; Auto is on when the chosen target has one."""
+        thresholds = {} if self.current is None else self.current.auto_thresholds
+        for index in range(self.target_combo.count()):
+            target = self.target_combo.itemData(index)
+            value = thresholds.get(target)
+            self.target_combo.setItemText(index, TARGET_LABELS[target] + ("" if value is None else f": {value:.3g}"))
+        self.auto_button.setEnabled(self.target in thresholds)
         self.auto_button.setToolTip(
-            f"the threshold chosen on validation data for {self.target_combo.currentText()}" if value is not None
+            f"set the threshold chosen on validation data for {TARGET_LABELS[self.target]}" if self.target in thresholds
             else "no threshold was chosen on validation data for this method, score and target")
 
     def set_auto_threshold(self) -> None:
@@ -355,8 +359,9 @@ class AnomalyWidget(QWidget):
         self.update_dice()
         self.last_update_ms = 1000 * (time.perf_counter() - started)
         edited = result.labels.n_edited
+        components = result.labels.proposal.n_components
         self.timing_label.setText(
-            f"{result.labels.proposal.n_components} proposed components"
+            (f"{components} proposed components" if components else "nothing above the threshold: lower it to explore")
             + (f" · {edited} voxels edited by you (kept)" if edited else "")
             + f" · update {self.last_update_ms:.0f} ms")
 

@@ -35,7 +35,7 @@ from qtpy.QtWidgets import (
 from .._reader import AXIS_LABELS
 from ..checkpoints import WeightsError
 from ..models.kinds import STRATEGIES
-from ._embedding_plot import EmbeddingPlot
+from ._embedding_plot import EmbeddingPlot, load_explorer_model
 from ._forms import column, form, row
 from ._layers import RESULT_KEY, input_images, scroll_content
 from ._worker import JobRunner, LatestOnly, report_error, start_thread
@@ -58,16 +58,6 @@ def _latent():
     from ..inference import latent
 
     return latent
-
-
-def load_explorer_model(weights: str | Path | None) -> tuple:
-    """(bundle, training-latent embedding): what the dock loads in a worker thread when it opens
-    (matplotlib's Qt canvas is imported here too, so the embedding plot is quick to build)."""
-    import matplotlib.backends.backend_qtagg  # noqa: F401
-    import matplotlib.figure  # noqa: F401
-
-    bundle = _latent().load_slice_vae(weights, device="cpu")
-    return bundle, _latent().latent_embedding(bundle)
 
 
 class LatentExplorerWidget(QWidget):
