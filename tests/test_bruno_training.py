@@ -39,7 +39,7 @@ def _config(tmp_path, steps: int, **overrides) -> TrainConfig:
                   val_every=steps, checkpoint_every=5, num_threads=1, accelerator="cpu", val_contexts=(2,),
                   bruno=bruno)
     values.update(overrides)
-    return TrainConfig(**values)
+    return TrainConfig.create(**values)
 
 
 def test_ddp_training_on_two_cpu_processes_reduces_the_loss(tmp_path):
@@ -67,3 +67,17 @@ def test_training_resumes_from_its_last_checkpoint(tmp_path):
                                                        (5, 4, [0, 1, 2, 3])])
 def test_evenly_spaced_contexts(count, n_poses, expected):
     assert evenly_spaced(count, n_poses) == expected
+
+
+def test_train_config_dict_round_trip_and_flat_records(tmp_path):
+    from dataclasses import asdict
+
+    from napari_mentalmap.training.bruno import config_from_dict, config_to_dict
+
+    config = _config(tmp_path, steps=7, max_minutes=3.0)
+    assert config.loop.steps == 7 and config.loop.max_minutes == 3.0 and config.batch_size == 2
+    assert config_from_dict(config_to_dict(config)) == config
+    flat = config_to_dict(config)  # records written before the loop was nested held its fields flat
+    flat.update(flat.pop("loop"))
+    assert config_from_dict(flat) == config
+    assert asdict(config_from_dict(flat).loop)["out_dir"] == str(tmp_path / "run")

@@ -18,3 +18,12 @@ class DictConfig:
     @classmethod
     def from_dict(cls: type[Config], values: dict[str, Any]) -> Config:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
+def check_kind_and_shapes(config: Any, kinds: tuple[str, ...], family: str) -> None:
+    """Refuse an unknown ``config.kind``; make ``input_shape`` and ``channels`` tuples of ints
+    (they arrive as lists from stored records and command lines)."""
+    if config.kind not in kinds:
+        raise ValueError(f"unknown {family} kind {config.kind!r}; choose one of {', '.join(kinds)}")
+    config.input_shape = tuple(int(v) for v in config.input_shape)
+    config.channels = tuple(int(v) for v in config.channels)

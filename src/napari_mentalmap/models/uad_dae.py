@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .config import DictConfig
+from .config import DictConfig, check_kind_and_shapes
 from .kinds import DAE_KINDS
 
 
@@ -36,10 +36,7 @@ class DAEConfig(DictConfig):
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.kind not in DAE_KINDS:
-            raise ValueError(f"unknown DAE kind {self.kind!r}; choose one of {', '.join(DAE_KINDS)}")
-        self.input_shape = tuple(int(v) for v in self.input_shape)
-        self.channels = tuple(int(v) for v in self.channels)
+        check_kind_and_shapes(self, DAE_KINDS, "DAE")
         if len(self.input_shape) != 2:
             raise ValueError(f"{self.kind} needs a 2-D input_shape, got {self.input_shape}")
         if len(self.channels) < 2:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .config import DictConfig
+from .config import DictConfig, check_kind_and_shapes
 from .kinds import KINDS
 
 
@@ -38,10 +38,7 @@ class VAEConfig(DictConfig):
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ValueError(f"unknown VAE kind {self.kind!r}; choose one of {', '.join(KINDS)}")
-        self.input_shape = tuple(int(v) for v in self.input_shape)
-        self.channels = tuple(int(v) for v in self.channels)
+        check_kind_and_shapes(self, KINDS, "VAE")
         expected = 2 if self.kind.endswith("2d") else 3
         if len(self.input_shape) != expected:
             raise ValueError(f"{self.kind} needs a {expected}-D input_shape, got {self.input_shape}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,10 +28,16 @@ from .datasets import SequenceDataset
 from .loop import LoopConfig, StepContext, fit
 
 
+def _default_loop() -> LoopConfig:
+    return LoopConfig(out_dir="runs/bruno", steps=20_000, accelerator="auto")
+
+
 @dataclass
 class TrainConfig:
-    out_dir: str = "runs/bruno"
-    steps: int = 20_000
+    """One BRUNO run: ``loop`` (run folder, steps, validation period, time budget, seed, threads,
+    accelerator: what every training shares) and BRUNO's own optimisation and DDP settings."""
+
+    loop: LoopConfig = field(default_factory=_default_loop)
     batch_size: int = 4
     sequence_length: int = 9
     lr: float = 1e-3
@@ -39,17 +45,18 @@ class TrainConfig:
     warmup_steps: int = 200
     weight_decay: float = 0.0
     grad_clip: float = 50.0
-    val_every: int = 500
-    checkpoint_every: int = 200
-    max_minutes: float | None = None
-    seed: int = 0
-    num_threads: int | None = None
-    accelerator: str = "auto"
     devices: int | str = 1
     strategy: str = "auto"
     val_contexts: tuple[int, ...] = (1, 3, 5, 9)
     prediction_weight: float = 0.0  # weight of the process's predictive-mean squared error
     bruno: BrunoConfig = field(default_factory=BrunoConfig)
+
+    @classmethod
+    def create(cls, **values) -> TrainConfig:
+        """A config from flat keywords: the :class:`.loop.LoopConfig` ones go into ``loop``."""
+        names = {f.name for f in fields(LoopConfig)}
+        loop = {name: values.pop(name) for name in list(values) if name in names}
+        return cls(loop=replace(_default_loop(), **loop), **values)
 
 
 def init_pose_norm(model: Bruno, volumes: list[np.ndarray]) -> None:
@@ -139,20 +146,23 @@ def selection_key(metrics: dict) -> tuple[int, float]:
 def _lr_factor(step: int, config: TrainConfig) -> float:
     if step < config.warmup_steps:
         return (step + 1) / config.warmup_steps
-    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+    progress = (step - config.warmup_steps) / max(1, config.loop.steps - config.warmup_steps)
     return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
 def config_to_dict(config: TrainConfig) -> dict:
     values = dict(config.__dict__)
+    values["loop"] = asdict(config.loop)
     values["bruno"] = config.bruno.to_dict()
     return values
 
 
 def config_from_dict(values: dict) -> TrainConfig:
+    """The inverse of :func:`config_to_dict` (records written before ``loop`` existed are flat)."""
     values = dict(values)
     values["bruno"] = BrunoConfig.from_dict(values["bruno"])
-    return TrainConfig(**values)
+    loop = values.pop("loop", {})
+    return TrainConfig.create(**loop, **values)
 
 
 def train_bruno(config: TrainConfig, resume: bool = True, subjects: dict | None = None,
@@ -165,16 +175,18 @@ def train_bruno(config: TrainConfig, resume: bool = True, subjects: dict | None 
     """
     from lightning_fabric import Fabric
 
-    if config.num_threads:
-        torch.set_num_threads(config.num_threads)
-    fabric = Fabric(accelerator=config.accelerator, devices=config.devices, strategy=config.strategy)
+    if config.loop.num_threads:
+        torch.set_num_threads(config.loop.num_threads)
+    fabric = Fabric(accelerator=config.loop.accelerator, devices=config.devices, strategy=config.strategy)
     # plain arrays: they cross process boundaries with spawn-based DDP
     volumes = None if subjects is None else {k: [s.image for s in v] for k, v in subjects.items()}
-    return fabric.launch(_train_loop, config, resume, volumes, progress)
+    # a plain dict crosses process boundaries (Fabric rebuilds dataclass arguments, which a frozen one refuses)
+    return fabric.launch(_train_loop, config_to_dict(config), resume, volumes, progress)
 
 
-def _train_loop(fabric, config: TrainConfig, resume: bool, volumes: dict | None, progress: bool) -> dict:
-    """One process's part of the training, on :func:`.loop.fit`."""
+def _train_loop(fabric, values: dict, resume: bool, volumes: dict | None, progress: bool) -> dict:
+    """One process's part of the training, on :func:`.loop.fit` (``values``: :func:`config_to_dict`)."""
+    config = config_from_dict(values)
     spec = GridSpec(**config.bruno.grid) if config.bruno.grid else GridSpec(
         n_poses=config.bruno.flow.n_poses, size=config.bruno.flow.image_size
     )
@@ -197,8 +209,8 @@ def _train_loop(fabric, config: TrainConfig, resume: bool, volumes: dict | None,
 
     def batches(start: int, fabric) -> Iterator:
         dataset = SequenceDataset(volumes["train"], length=config.sequence_length,
-                                  epoch_size=config.steps * config.batch_size * fabric.world_size,
-                                  seed=config.seed + start)
+                                  epoch_size=config.loop.steps * config.batch_size * fabric.world_size,
+                                  seed=config.loop.seed + start)
         return iter(fabric.setup_dataloaders(DataLoader(dataset, batch_size=config.batch_size, shuffle=False)))
 
     def step(context: StepContext, batch) -> dict[str, float]:
@@ -221,12 +233,9 @@ def _train_loop(fabric, config: TrainConfig, resume: bool, volumes: dict | None,
         return {**validate(model, volumes["val"], config.val_contexts, next(model.parameters()).device),
                 "train_bpd": running.get("bpd")}
 
-    loop = LoopConfig(out_dir=config.out_dir, steps=config.steps, val_every=config.val_every,
-                      checkpoint_every=config.checkpoint_every, max_minutes=config.max_minutes, seed=config.seed,
-                      num_threads=config.num_threads)
     record = {"config": config.bruno.to_dict(), "train_config": config_to_dict(config),
               "split": {k: SPLITS[f"t1_{k}"] for k in ("train", "val")}}
-    summary = fit(loop, build, step, batches, validation, select=selection_key, record=record, resume=resume,
+    summary = fit(config.loop, build, step, batches, validation, select=selection_key, record=record, resume=resume,
                   progress=progress, desc="train bruno", fabric=fabric, forward_methods=("training_terms",))
     return {"step": summary["step"], "history": summary["history"], "train_seconds": summary["train_seconds"],
             "best_key": summary["best"], "best_val_ssim": summary["best_metrics"].get("val_ssim")}

@@ -64,11 +64,11 @@ def run_train_bruno(args: argparse.Namespace) -> int:
                         kernel_components=args.kernel_components,
                         grid=GridSpec(n_poses=args.poses, size=args.size).to_dict())
     devices = int(args.devices) if str(args.devices).isdigit() else args.devices
-    config = TrainConfig(out_dir=args.out, steps=args.steps, batch_size=args.batch_size,
-                         sequence_length=args.sequence_length, lr=args.lr,
-                         process_lr_factor=args.process_lr_factor, prediction_weight=args.prediction_weight,
-                         val_every=args.val_every, max_minutes=args.max_minutes, num_threads=args.threads,
-                         accelerator=args.accelerator, devices=devices, strategy=args.strategy, bruno=bruno)
+    config = TrainConfig.create(out_dir=args.out, steps=args.steps, batch_size=args.batch_size,
+                                sequence_length=args.sequence_length, lr=args.lr,
+                                process_lr_factor=args.process_lr_factor, prediction_weight=args.prediction_weight,
+                                val_every=args.val_every, max_minutes=args.max_minutes, num_threads=args.threads,
+                                accelerator=args.accelerator, devices=devices, strategy=args.strategy, bruno=bruno)
     result = train_bruno(config, resume=not args.no_resume)
     print(json.dumps({k: v for k, v in result.items() if k != "history"}))
     if args.export:
