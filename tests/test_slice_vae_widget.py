@@ -114,3 +114,13 @@ def test_missing_weights_disables_widget(make_napari_viewer, qtbot, tmp_path):
     qtbot.waitUntil(lambda: not widget.loading, timeout=30_000)
     assert "mentalmap train slicevae" in widget.status.text()
     assert not widget.encode_button.isEnabled()
+
+
+def test_encode_while_the_model_loads_says_so(make_napari_viewer, qtbot, tmp_path):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.random.default_rng(0).random((20, 32, 32)).astype(np.float32), name="img")
+    widget = LatentExplorerWidget(viewer, weights=write_tiny_weights(tmp_path / "tiny.pt"))
+    assert widget.loading  # nothing delivered yet: the load result arrives through the event loop
+    assert widget.encode_current_slice() is None
+    assert "still loading" in widget.status.text()
+    qtbot.waitUntil(lambda: not widget.loading, timeout=30_000)
