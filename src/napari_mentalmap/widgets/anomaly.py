@@ -52,8 +52,9 @@ if TYPE_CHECKING:
 NO_TRUTH = "(none)"
 DEFAULT_METHOD = INTENSITY_METHOD  # best on validation and on every manual-label test set (README)
 METHODS = (INTENSITY_METHOD, *ANOMALY_KINDS)
-MODEL_MODULES = ("napari_mentalmap.inference.anomaly",)
-"""Imported in a worker thread when the dock opens (torch and the models load off the GUI thread)."""
+MODEL_MODULES = ("napari_mentalmap.inference.anomaly", "pandas")
+"""Imported in a worker thread when the dock opens: torch and the models, and pandas, which
+napari imports when the first Labels layer is made (0.26 s in the GUI thread otherwise)."""
 TARGET_LABELS = {"lesions": "lesions (MS, white matter)", "tumour": "tumour (glioma)"}
 RESIDUAL_NAMES = {"positive": "brighter than reconstruction (hyperintense)",
                   "absolute": "|image − reconstruction| (paper)"}
