@@ -18,7 +18,12 @@ from napari_mentalmap.data.subjects import subject_files
 from napari_mentalmap.evaluation.bruno import linear_interpolation
 from napari_mentalmap.inference.brain import auto_brain_mask
 from napari_mentalmap.inference.jobs import run_to_completion
-from napari_mentalmap.inference.mental_map import evenly_spaced, hallucinate, load_bruno, on_input_grid
+from napari_mentalmap.inference.mental_map import (
+    evenly_spaced,
+    hallucinate,
+    load_bruno,
+    on_input_grid,
+)
 from napari_mentalmap.io.nifti import read_volume
 from napari_mentalmap.io.preprocess import GridSpec, plan_grid, resample_from_grid, resample_to_grid
 from napari_mentalmap.metrics import slice_cc, slice_ssim
