@@ -1,20 +1,12 @@
-"""``mentalmap predict anomaly|bruno``: run the models over files without napari.
+"""``mentalmap predict anomaly|bruno|mask|latent``: run the models over files without napari.
 
-Inputs are a file, a folder (every ``.nii``/``.nii.gz``/``.mgz`` directly inside) or a
-glob pattern. Every output is written into the output folder (created if missing) on
-the input's own voxel grid with the input's own affine/orientation (``write_volume``
-with the input :class:`~napari_mentalmap.io.nifti.Volume` as reference), except the
-optional BRUNO samples, which stay on the model grid with an affine that places them
-over the input.
-
-A file that fails is reported by name on stderr and skipped; the exit code is 1 when
-any file failed (or none was found). The reader's notes about a file (4-D series: first
-volume used, NaN/Inf voxels replaced) are printed on stderr; a label map (segmentation,
-mask) is refused. Weights are loaded once before any file is processed: a
-:class:`~napari_mentalmap.checkpoints.WeightsError` (missing file, refused pickle payload,
-wrong model), an unknown or unavailable ``--device`` or an output folder that cannot be
-created or written is reported with its message and the command exits with 2 before any
-file is processed.
+Inputs: a file, a folder (its ``.nii``/``.nii.gz``/``.mgz`` files) or a glob. Outputs go into
+the output folder, on the input's own grid and affine (``write_volume`` with the input as
+reference), except BRUNO samples and latent reconstructions: model grid, with an affine that
+places them over the input. A failing file is named on stderr and skipped (exit code 1); the
+reader's notes go to stderr; a label map is refused. Weights load once before any file: a
+:class:`~napari_mentalmap.checkpoints.WeightsError`, an unusable ``--device`` or output folder
+is reported and the command exits with 2 before any file is processed.
 """
 
 from __future__ import annotations
@@ -67,18 +59,17 @@ def parse_contexts(text: str) -> list[int]:
     return values
 
 
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def _at_least(minimum: int):
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be {'0 or more' if minimum == 0 else f'at least {minimum}'}, "
+                                             f"got {value}")
+        return value
+    return parse
 
 
-def non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
+positive_int, non_negative_int = _at_least(1), _at_least(0)
 
 
 def read_input(path: Path) -> Volume:
@@ -124,13 +115,6 @@ def evenly_spaced_contexts(first: int, last: int, n: int) -> list[int]:
 
 
 # --------------------------------------------------------------------------- runners
-
-
-def _set_threads(args: argparse.Namespace) -> None:
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(int(args.threads))
 
 
 def _process_all(args: argparse.Namespace, label: str, process) -> int:
@@ -189,7 +173,10 @@ def _setup(args: argparse.Namespace, label: str, load) -> tuple | int:
     after a message when either is unusable (nothing processed)."""
     from .device import pick_device
 
-    _set_threads(args)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(int(args.threads))
     try:
         device = pick_device(args.device)
     except (ValueError, RuntimeError) as error:  # unknown or unavailable device
@@ -203,8 +190,11 @@ def _setup(args: argparse.Namespace, label: str, load) -> tuple | int:
 
 
 def run_anomaly(args: argparse.Namespace) -> int:
-    """``mentalmap predict anomaly``."""
+    """``mentalmap predict anomaly``; with ``--labels TARGET`` also the labels at that target's
+    Auto threshold (or ``--threshold``), small components removed, as in the dock."""
     from .inference.anomaly import anomaly_map, intensity_anomaly_map, load_anomaly_model
+    from .inference.anomaly_methods import INTENSITY_METHOD, auto_threshold
+    from .inference.labels import DEFAULT_MIN_SIZE, threshold_labels
 
     intensity = args.model == "intensity" and not args.weights
     setup = _setup(args, "anomaly",
@@ -212,6 +202,16 @@ def run_anomaly(args: argparse.Namespace) -> int:
     if isinstance(setup, int):
         return setup
     device, model = setup
+    threshold = args.threshold
+    if args.labels and threshold is None:
+        if not args.weights:
+            threshold = auto_threshold(INTENSITY_METHOD if intensity else args.model, "positive", args.labels)
+        elif args.labels == "lesions" and model.residual_kind == "positive":
+            threshold = model.threshold
+        if threshold is None:
+            print(f"mentalmap predict anomaly: no {args.labels} Auto threshold for these weights; give --threshold",
+                  file=sys.stderr)
+            return EXIT_SETUP_FAILED
 
     def process(path: Path, out_dir: Path) -> list[Path]:
         volume = read_input(path)
@@ -220,8 +220,13 @@ def run_anomaly(args: argparse.Namespace) -> int:
         result = run_to_completion(job)
         for note in result.warnings:
             print(f"{path}: {note}", file=sys.stderr)
-        return [write_volume(out_dir / f"{volume_stem(path)}_anomaly.nii.gz", result.anomaly, volume,
-                             is_labels=False)]
+        stem = volume_stem(path)
+        written = [write_volume(out_dir / f"{stem}_anomaly.nii.gz", result.anomaly, volume, is_labels=False)]
+        if args.labels or args.threshold is not None:
+            labels = (threshold_labels(result.anomaly, threshold, DEFAULT_MIN_SIZE) > 0).astype(np.uint8)
+            written.append(write_volume(out_dir / f"{stem}_anomaly_labels.nii.gz", labels, volume, is_labels=True,
+                                        description=f"napari-mentalmap anomaly labels, threshold {threshold:.3g}"))
+        return written
 
     return _process_all(args, "anomaly", process)
 
@@ -359,6 +364,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     anomaly.add_argument("--model", default="intensity", choices=["intensity", *ANOMALY_KINDS],
                          help="intensity (the FLAIR intensity baseline, default: best on every test set) or a "
                               "shipped model; --weights (a VAE/DAE file) overrides it")
+    anomaly.add_argument("--labels", choices=["lesions", "tumour"], default=None,
+                         help="also write <stem>_anomaly_labels.nii.gz at this target's Auto threshold "
+                              "(chosen on validation data, as the dock's Auto)")
+    anomaly.add_argument("--threshold", type=float, default=None, metavar="T",
+                         help="write the labels at this threshold instead")
     anomaly.set_defaults(func=run_anomaly)
 
     bruno = kinds.add_parser("bruno", help="BRUNO mean and std from a few axial slices of each T1 "
