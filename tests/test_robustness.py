@@ -719,3 +719,19 @@ def test_dock_context_outside_model_range(qtbot, dock: MentalMapWidget, errors: 
     assert dock.runner.stats.outcome == "failed"
     assert errors and "context slice 0 is outside the brain range the model covers" in errors[-1]
     assert layer_state(dock.viewer) == before
+
+
+def test_warm_up_after_the_dock_is_deleted_touches_nothing(make_napari_viewer, qtbot, errors: list[str]) -> None:
+    """The models finish loading after the dock (and its device list) was deleted: no error."""
+    from qtpy.QtWidgets import QComboBox, QWidget
+
+    from napari_mentalmap.widgets._worker import warm_up
+
+    make_napari_viewer()
+    owner, combo = QWidget(), QComboBox()
+    worker = warm_up(owner, ("json",), combo)
+    combo.deleteLater()
+    qtbot.wait(50)
+    qtbot.waitUntil(lambda: not worker.is_running, timeout=30_000)
+    qtbot.wait(50)
+    assert not errors

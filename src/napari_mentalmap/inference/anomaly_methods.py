@@ -1,5 +1,6 @@
-"""What the anomaly methods are called and where their weights live, without torch (the
-anomaly dock lists them before the models load; :mod:`.anomaly` re-exports them)."""
+"""The anomaly methods without torch: their names, weights files, Auto thresholds per target
+and the dock's job (which imports :mod:`.anomaly`, and torch, inside its worker thread). The
+anomaly dock lists them before the models load; :mod:`.anomaly` re-exports the names."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ def weights_path(kind: str) -> Path:
     """Where the shipped weights of ``kind`` live."""
     return shipped(f"uad_{kind}").path
 
+
 RESIDUALS: tuple[str, ...] = ("positive", "absolute")
 """Anomaly scores: ``positive`` = ``max(x - x_hat, 0)`` (FLAIR lesions are hyperintense),
 ``absolute`` = ``|x - x_hat|`` (the paper's)."""
@@ -28,6 +30,7 @@ INTENSITY_MEDIAN_AT = 0.5
 INTENSITY_AUTO_THRESHOLD = 0.745
 """Auto threshold of the intensity method, chosen on the validation FLAIRs (Subj18-20 vs
 ``wml_auto``) by ``mentalmap eval uad-baseline-threshold``; never on a test set."""
+
 
 def modality_warning(name: str) -> str | None:
     """A warning when a layer or file name says it is not a FLAIR (e.g. ``sample T1``).

@@ -64,14 +64,27 @@ def start_thread(function: Callable[..., Any], *args: Any, on_returned: Callable
     """Run a plain function (no progress, no Cancel: e.g. a brain mask) in a worker thread.
 
     When ``owner`` (the dock) is destroyed first (the dock or the viewer closed), the
-    callbacks are not called: nothing touches a deleted widget.
+    callbacks are not called; a callback that meets a widget deleted without that signal
+    reaching us (at teardown) stops quietly: nothing touches a deleted widget.
     """
     alive = [True]
     if owner is not None:
         owner.destroyed.connect(lambda *_: alive.__setitem__(0, False))
+
+    def guarded(callback: Callable[[Any], None]) -> Callable[[Any], None]:
+        def call(value: Any) -> None:
+            if not alive[0]:
+                return
+            try:
+                callback(value)
+            except RuntimeError as error:
+                if "has been deleted" not in str(error):
+                    raise
+        return call
+
     worker = create_worker(function, *args, _start_thread=False, _ignore_errors=True)
-    worker.returned.connect(lambda value: on_returned(value) if alive[0] else None)
-    worker.errored.connect(lambda error: on_errored(error) if alive[0] else None)
+    worker.returned.connect(guarded(on_returned))
+    worker.errored.connect(guarded(on_errored))
     worker.start()
     return worker
 

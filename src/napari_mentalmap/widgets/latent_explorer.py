@@ -6,7 +6,8 @@ stored latents, draw slices with the naive / instance-specific / mixed-instance 
 strategies, sample whole volumes with a latent volume model, and browse the training
 latents in a 2-D PCA embedding plot (click a point to decode it).
 
-Nothing heavy runs in the GUI thread: encoding and sampling are jobs of the shared
+Nothing heavy runs in the GUI thread: the model loads in a worker thread when the dock
+opens (the controls are enabled once it is there); encoding and sampling are jobs of the shared
 :class:`._worker.JobRunner` (progress, Cancel); slider decoding goes through
 :class:`._worker.LatestOnly`. Results are placed over the input: the decoded slice sits at
 its model-grid position over the encoded image, slice samples are a 4-D stack (sample x
@@ -50,7 +51,6 @@ SLIDER_RANGE = 30  # slider units per direction: +-3 standard deviations in step
 DECODED_LAYER = "latent explorer: decoded"
 SAMPLES_LAYER = "latent explorer: slice samples"
 DEFAULT_GRID_MM = (2.4, 2.5, 2.5)  # typical pose / pixel spacing of the model grid on NiChart T1
-
 
 
 def _latent():
