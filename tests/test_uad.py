@@ -344,18 +344,24 @@ def test_label_updater_equals_reference_on_a_random_map() -> None:
             assert updater.overlap(truth_index) == np.count_nonzero(expected.ravel()[truth_index])
 
 
-def test_train_uad_command_architecture_and_normalisation_flags(monkeypatch, tmp_path) -> None:
-    """``--latent-dim``, ``--channels`` and ``--median-at`` reach the stored training config."""
-    from napari_mentalmap import cli
-    from napari_mentalmap.training import uad as uad_training
-
-    seen = {}
+def _record_training(monkeypatch, module, name: str) -> dict:
+    """Replace ``module.name`` (a training function) by one that records its config and command."""
+    seen: dict = {}
 
     def fake_train(config, resume, command):
         seen["config"], seen["command"] = config, command
         return {"epoch": 0, "train_seconds": 0.0}
 
-    monkeypatch.setattr(uad_training, "train_uad", fake_train)
+    monkeypatch.setattr(module, name, fake_train)
+    return seen
+
+
+def test_train_uad_command_architecture_and_normalisation_flags(monkeypatch, tmp_path) -> None:
+    """``--latent-dim``, ``--channels`` and ``--median-at`` reach the stored training config."""
+    from napari_mentalmap import cli
+    from napari_mentalmap.training import uad as uad_training
+
+    seen = _record_training(monkeypatch, uad_training, "train_uad")
     assert cli.main(["train", "uad", "--kind", "dense2d", "--latent-dim", "32", "--channels", "4", "8", "8", "16",
                      "--median-at", "0.5", "--out-dir", str(tmp_path / "run"), "--no-export"]) == 0
     config = seen["config"]
@@ -459,13 +465,7 @@ def test_train_uad_command_dispatches_the_dae(monkeypatch, tmp_path) -> None:
     from napari_mentalmap import cli
     from napari_mentalmap.training import uad_dae
 
-    seen = {}
-
-    def fake_train(config, resume, command):
-        seen["config"], seen["command"] = config, command
-        return {"epoch": 0, "train_seconds": 0.0}
-
-    monkeypatch.setattr(uad_dae, "train_dae", fake_train)
+    seen = _record_training(monkeypatch, uad_dae, "train_dae")
     assert cli.main(["train", "uad", "--kind", "dae2d", "--noise-std", "0.2", "--epochs", "3",
                      "--out-dir", str(tmp_path / "run"), "--no-export"]) == 0
     config = seen["config"]
