@@ -106,6 +106,13 @@ def test_sampling_strategies_and_volume(explorer, qtbot):
     layer = next(layer for layer in viewer.layers if layer.name.startswith("slice VAE sample"))
     assert layer.data.shape == (5, 16, 16)
     assert tuple(layer.scale) == (2.0, 3.0, 3.0)
+    first = np.array(layer.data)
+    _settle(qtbot, widget)
+    widget.sample_volume()  # a new sample replaces the last one in place
+    qtbot.waitUntil(lambda: "updated slice VAE sample" in widget.status.text(), timeout=10000)
+    samples = [layer for layer in viewer.layers if layer.name.startswith("slice VAE sample")]
+    assert samples == [layer] and not np.array_equal(layer.data, first)
+    assert tuple(layer.scale) == (2.0, 3.0, 3.0)
 
 
 def test_missing_weights_disables_widget(make_napari_viewer, qtbot, tmp_path):

@@ -25,6 +25,7 @@ from napari_mentalmap.inference.anomaly import (
     run_job,
     threshold_labels,
 )
+from napari_mentalmap.inference.labels import EditedLabels
 from napari_mentalmap.io.preprocess import GridSpec, NoBrainError
 from napari_mentalmap.metrics import average_precision, roc_auc
 from napari_mentalmap.models.uad_vae import (
@@ -342,6 +343,41 @@ def test_label_updater_equals_reference_on_a_random_map() -> None:
             assert updater.n_labelled == np.count_nonzero(expected)
             truth_index = np.flatnonzero(anomaly > np.median(anomaly))
             assert updater.overlap(truth_index) == np.count_nonzero(expected.ravel()[truth_index])
+
+
+def test_edited_labels_are_the_proposal_under_every_kept_edit() -> None:
+    """Invariant over random slider moves (repeats included), paints, erases, a re-computed
+    map carrying the edits over, and a proposal prepared elsewhere: the labels are always the
+    thresholded map except where the user changed a voxel, which keeps the user's value."""
+    rng = np.random.default_rng(1)
+    shape = (20, 26, 22)
+
+    def random_map() -> np.ndarray:
+        return ndimage.gaussian_filter(rng.random(shape), 1.5).astype(np.float32)
+
+    anomaly = random_map()
+    labels = EditedLabels(anomaly)
+    user = np.full(shape, -1, np.int32)  # -1: untouched; else the value the user left there
+    thresholds = list(np.quantile(anomaly, [0.5, 0.7, 0.9, 0.99, 0.7, 0.7, 0.3]))
+    for step, threshold in enumerate(thresholds):
+        if step in (1, 3, 5):  # paint a block with label 7, erase a few voxels
+            z, y, x = rng.integers(0, 14, 3)
+            labels.labels[z:z + 4, y:y + 5, x:x + 3] = 1000  # above any proposed component number
+            user[z:z + 4, y:y + 5, x:x + 3] = 1000
+            erased = tuple(rng.integers(0, 20, (3, 6)))
+            visible = labels.labels[erased] != 0  # erasing an empty voxel changes nothing
+            labels.labels[erased] = 0
+            user[tuple(index[visible] for index in erased)] = 0
+        if step == 4:  # re-computed map of the same image: edits carry over
+            anomaly = random_map()
+            prepared = LabelUpdater(anomaly)  # as the dock's worker does, at the threshold to come
+            prepared.update(float(threshold), 2)
+            labels = EditedLabels(anomaly, previous=labels, proposal=prepared)
+        shown = labels.update(float(threshold), 2)
+        expected = np.where(user >= 0, user, threshold_labels(anomaly, float(threshold), 2))
+        np.testing.assert_array_equal(shown, expected)
+        assert labels.n_edited == np.count_nonzero(user >= 0)
+    np.testing.assert_array_equal(labels.reset(), threshold_labels(anomaly, float(thresholds[-1]), 2))
 
 
 def _record_training(monkeypatch, module, name: str) -> dict:

@@ -38,6 +38,13 @@ def threshold_labels(anomaly: np.ndarray, threshold: float, min_size: int = DEFA
     return remove_small(np.asarray(anomaly) > threshold, min_size)
 
 
+def union_box(a: tuple[slice, ...] | None, b: tuple[slice, ...] | None) -> tuple[slice, ...] | None:
+    """Smallest box holding boxes ``a`` and ``b`` (either may be None: no box)."""
+    if a is None or b is None:
+        return a if b is None else b
+    return tuple(slice(min(x.start, y.start), max(x.stop, y.stop)) for x, y in zip(a, b, strict=True))
+
+
 class LabelUpdater:
     """Fast repeated ``threshold_labels`` on one anomaly map (for a live slider).
 
@@ -63,6 +70,8 @@ class LabelUpdater:
             self._above, self._work = np.ones(size, bool), np.ones(size, np.int32)
         self.n_components = 0
         self.n_labelled = 0
+        self.changed: tuple[slice, ...] | None = None  # where the last update may have changed labels
+        self._last: tuple[float, int] | None = None
 
     def box(self, threshold: float) -> tuple[slice, ...] | None:
         """Bounding box of the voxels above ``threshold`` (None when there are none)."""
@@ -82,9 +91,17 @@ class LabelUpdater:
         return self._above[:size].reshape(shape), self._work[:size].reshape(shape)
 
     def update(self, threshold: float, min_size: int = DEFAULT_MIN_SIZE) -> np.ndarray:
-        """Labels for ``threshold`` and ``min_size`` (the same array, updated in place)."""
+        """Labels for ``threshold`` and ``min_size`` (the same array, updated in place).
+
+        ``changed`` is set to the box outside which the labels are as before (None: unchanged).
+        """
+        if self._last == (float(threshold), int(min_size)):
+            self.changed = None
+            return self.labels
+        self._last = (float(threshold), int(min_size))
         box = self.box(threshold)
         old = self._box
+        self.changed = union_box(old, box)
         if old is not None and (box is None or any(
                 n.start > o.start or n.stop < o.stop for n, o in zip(box, old, strict=True))):
             self.labels[old] = 0  # the new box does not cover the old one
@@ -126,8 +143,10 @@ class EditedLabels:
     the same shape (a re-computation) keeps the labels array and the edits (``previous``).
     """
 
-    def __init__(self, anomaly: np.ndarray, previous: EditedLabels | None = None):
-        self.proposal = LabelUpdater(anomaly)
+    def __init__(self, anomaly: np.ndarray, previous: EditedLabels | None = None,
+                 proposal: LabelUpdater | None = None):
+        """``proposal``: a ready :class:`LabelUpdater` of ``anomaly`` (made in a worker thread)."""
+        self.proposal = proposal if proposal is not None else LabelUpdater(anomaly)
         shape = self.proposal.anomaly.shape
         if previous is not None and previous.labels.shape == shape:
             previous.absorb_edits()
@@ -137,6 +156,7 @@ class EditedLabels:
             self.edited = np.zeros(shape, bool)
             self._shown = np.zeros(shape, np.int32)
         self._any_edit = bool(self.edited.any())
+        self._whole_next = True  # the labels array may still hold another proposal anywhere
 
     def absorb_edits(self) -> int:
         """Record the voxels changed since the last update as edits; returns how many changed."""
@@ -152,17 +172,22 @@ class EditedLabels:
         """New proposal for ``threshold``/``min_size`` under the kept edits (same array, in place)."""
         self.absorb_edits()
         proposal = self.proposal.update(threshold, min_size)
+        region = (...,) if self._whole_next else self.proposal.changed
+        self._whole_next = False
+        if region is None:  # the proposal did not change; edits are already in place
+            return self.labels
         if self._any_edit:
-            np.copyto(self.labels, proposal, where=~self.edited)
+            np.copyto(self.labels[region], proposal[region], where=~self.edited[region])
         else:
-            np.copyto(self.labels, proposal)
-        np.copyto(self._shown, self.labels)
+            np.copyto(self.labels[region], proposal[region])
+        np.copyto(self._shown[region], self.labels[region])
         return self.labels
 
     def reset(self) -> np.ndarray:
         """Back to the proposal: every edit dropped."""
         self.edited.fill(False)
         self._any_edit = False
+        self._whole_next = False
         np.copyto(self.labels, self.proposal.labels)
         np.copyto(self._shown, self.labels)
         return self.labels

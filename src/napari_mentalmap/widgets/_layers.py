@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 RESULT_KEY = "mentalmap_result"
 """Metadata key marking layers this plugin derived from an input (never offered as inputs)."""
 
@@ -30,6 +32,33 @@ def aligned_with(source: Any, kind: str, copy_metadata: bool = True) -> dict[str
         if getattr(source, key, None) is not None:
             kwargs[key] = tuple(getattr(source, key))
     return kwargs
+
+
+def update_layer(layer: Any, data: Any, **attributes: Any) -> None:
+    """Show ``data`` in ``layer`` in place and set only the ``attributes`` that changed.
+
+    Every napari setter (scale, translate, contrast limits) refreshes the layer and its
+    layer-list entry in the GUI thread, 10-20 ms each on a 1 mm volume; a re-run that lands on
+    the same grid needs none of them.
+    """
+    layer.data = data
+    for name, value in attributes.items():
+        if not _same(getattr(layer, name, None), value):
+            setattr(layer, name, value)
+
+
+def _same(current: Any, value: Any) -> bool:
+    """Whether a layer attribute already has ``value`` (numbers compared as arrays)."""
+    if isinstance(current, str | dict) or isinstance(value, str | dict):
+        try:
+            return bool(current == value)
+        except (TypeError, ValueError):  # dicts holding arrays
+            return False
+    try:
+        a, b = np.asarray(current, dtype=float), np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        return False
+    return a.shape == b.shape and bool(np.array_equal(a, b))
 
 
 def input_images(viewer: Any, ndim: int | None = 3) -> list[Any]:

@@ -38,10 +38,10 @@ from ..inference.anomaly_methods import (
     modality_warning,
     weights_path,
 )
-from ..inference.labels import DEFAULT_MIN_SIZE, EditedLabels
+from ..inference.labels import DEFAULT_MIN_SIZE, EditedLabels, LabelUpdater
 from ..models.kinds import KINDS
 from ._forms import column, form, row
-from ._layers import aligned_with, input_images, is_result, scroll_content
+from ._layers import aligned_with, input_images, is_result, scroll_content, update_layer
 from ._worker import JobRunner, warm_up
 
 if TYPE_CHECKING:
@@ -72,6 +72,32 @@ class SourceResult:
     auto_thresholds: dict[str, float]  # target -> Auto threshold chosen on validation
     threshold: float
     notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PreparedAnomaly:
+    """A finished map with what its display needs, computed in the worker thread."""
+
+    result: AnomalyResult
+    thresholds: dict[str, float]  # target -> Auto threshold
+    limits: tuple[float, float]  # contrast limits of the overlay
+    start: float  # the threshold shown first
+    proposal: LabelUpdater  # already thresholded at ``start``
+
+
+def prepared_anomaly_job(job, target: str, min_size: int):
+    """Run ``job`` (an :func:`anomaly_job`) and prepare its display off the GUI thread: the
+    overlay's contrast limits (the upper tail, readable over the FLAIR) and the proposal at
+    the first threshold (Auto for ``target`` when there is one)."""
+    result, thresholds = yield from job
+    yield 1, 1, "preparing the labels"
+    anomaly = result.anomaly
+    inside = anomaly[anomaly > 0]
+    low, top = (float(v) for v in np.percentile(inside, [75, 99.9])) if inside.size else (0.0, 1.0)
+    start = thresholds.get(target, top / 2)
+    proposal = LabelUpdater(anomaly)
+    proposal.update(start, min_size)
+    return PreparedAnomaly(result, thresholds, (low, max(top, low + 1e-6)), start, proposal)
 
 
 class AnomalyWidget(QWidget):
@@ -235,13 +261,13 @@ class AnomalyWidget(QWidget):
         note = modality_warning(layer.name)
         if note:
             show_warning(note)
-        job = anomaly_job(data, spacing, method, self.device_combo.currentText(), self.residual_combo.currentData(),
-                          self.weights.get(method))
+        job = prepared_anomaly_job(
+            anomaly_job(data, spacing, method, self.device_combo.currentText(), self.residual_combo.currentData(),
+                        self.weights.get(method)), self.target, int(self.min_size.value()))
         started = time.perf_counter()
 
-        def on_returned(value: tuple[AnomalyResult, dict[str, float]]) -> list[Callable[[], str]]:
-            result, thresholds = value
-            steps = self.show_result(result, thresholds, layer, method)
+        def on_returned(value: PreparedAnomaly) -> list[Callable[[], str]]:
+            steps = self.show_result(value, layer, method)
             elapsed = time.perf_counter() - started
             if note:
                 steps.append(lambda: f"warning: {note} ({elapsed:.1f} s)")
@@ -254,28 +280,22 @@ class AnomalyWidget(QWidget):
         self.runner.cancel()
 
     # --- results ----------------------------------------------------------------------
-    def show_result(self, result: AnomalyResult, thresholds: dict[str, float], source, method: str) -> list:
+    def show_result(self, prepared: PreparedAnomaly, source, method: str) -> list:
         """Display steps adding (or updating in place) ``source``'s anomaly image and labels."""
         from napari.utils.notifications import show_warning
 
+        result, thresholds, limits, start = prepared.result, prepared.thresholds, prepared.limits, prepared.start
         anomaly = result.anomaly
-        inside = anomaly[anomaly > 0]
-        # show only the upper tail: the additive overlay stays readable over the FLAIR
-        low, top = (float(v) for v in np.percentile(inside, [75, 99.9])) if inside.size else (0.0, 1.0)
-        limits = (low, max(top, low + 1e-6))
         previous = self.results.get(source.name)
         if previous is not None and (previous.image_layer not in self.viewer.layers
                                      or previous.labels_layer not in self.viewer.layers):
             previous = None
-        threshold = thresholds.get(self.target)
-        start = threshold if threshold is not None else top / 2
 
         def image_step() -> str:
             for note in result.warnings:
                 show_warning(note)
             if previous is not None and previous.image_layer.data.shape == anomaly.shape:
-                previous.image_layer.data = anomaly
-                previous.image_layer.contrast_limits = limits
+                update_layer(previous.image_layer, anomaly, contrast_limits=limits)
                 return previous.image_layer.name
             return self.viewer.add_image(anomaly, name=f"{source.name} anomaly", colormap="inferno",
                                          blending="additive", contrast_limits=limits,
@@ -284,7 +304,7 @@ class AnomalyWidget(QWidget):
         def labels_step() -> str:
             image_layer = self.viewer.layers[f"{source.name} anomaly"] if previous is None else previous.image_layer
             old_labels = previous.labels if previous is not None else None
-            labels = EditedLabels(anomaly, previous=old_labels)
+            labels = EditedLabels(anomaly, previous=old_labels, proposal=prepared.proposal)
             if previous is not None and previous.labels_layer.data is labels.labels:
                 labels_layer = previous.labels_layer
             else:

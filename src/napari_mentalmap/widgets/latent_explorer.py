@@ -38,7 +38,7 @@ from ..checkpoints import WeightsError
 from ..models.kinds import STRATEGIES
 from ._embedding_plot import EmbeddingPlot, load_explorer_model
 from ._forms import column, form, row
-from ._layers import RESULT_KEY, input_images, scroll_content
+from ._layers import RESULT_KEY, input_images, scroll_content, update_layer
 from ._worker import JobRunner, LatestOnly, report_error, start_thread
 
 if TYPE_CHECKING:
@@ -223,9 +223,8 @@ class LatentExplorerWidget(QWidget):
     def _show_decoded(self, image: np.ndarray) -> None:
         placement = self._slice_placement()
         if DECODED_LAYER in self.viewer.layers:
-            layer = self.viewer.layers[DECODED_LAYER]
-            layer.data = image[None]
-            layer.scale, layer.translate = placement["scale"], placement["translate"]
+            update_layer(self.viewer.layers[DECODED_LAYER], image[None], scale=placement["scale"],
+                         translate=placement["translate"], metadata=placement["metadata"])
         else:
             self.viewer.add_image(image[None], name=DECODED_LAYER, colormap="gray", contrast_limits=(0, 1),
                                   **placement)
@@ -364,9 +363,8 @@ class LatentExplorerWidget(QWidget):
                 stack = images[:, None]
                 placement = self._slice_placement(n_leading=1)
                 if SAMPLES_LAYER in self.viewer.layers:
-                    layer = self.viewer.layers[SAMPLES_LAYER]
-                    layer.data = stack
-                    layer.scale, layer.translate = placement["scale"], placement["translate"]
+                    update_layer(self.viewer.layers[SAMPLES_LAYER], stack, scale=placement["scale"],
+                                 translate=placement["translate"], metadata=placement["metadata"])
                 else:
                     self.viewer.add_image(stack, name=SAMPLES_LAYER, colormap="gray", contrast_limits=(0, 1),
                                           **placement)
@@ -385,10 +383,16 @@ class LatentExplorerWidget(QWidget):
                                  lambda volumes: [lambda: self._add_volume(volumes[0], model)])
 
     def _add_volume(self, volume: np.ndarray, model: str) -> str:
+        """Show a sampled volume: a new sample replaces the last one of the same latent model
+        in place (rename or duplicate the layer to keep one)."""
         name = f"slice VAE sample ({model})"
         scale, translate = self.placement if self.placement is not None else (self._grid_scale(), (0.0, 0.0, 0.0))
+        metadata = {RESULT_KEY: {"source": self.source_name, "kind": "latent sample"}}
+        existing = self.viewer.layers[name] if name in self.viewer.layers else None
+        if existing is not None and existing.ndim == volume.ndim:
+            update_layer(existing, volume, scale=scale, translate=translate, metadata=metadata)
+            return f"updated {name}: {volume.shape}, scale {tuple(round(s, 2) for s in scale)} mm"
         self.viewer.add_image(volume, name=name, colormap="gray", contrast_limits=(0, 1), scale=scale,
                               translate=translate, rendering="attenuated_mip", units=("mm",) * 3,
-                              axis_labels=AXIS_LABELS,
-                              metadata={RESULT_KEY: {"source": self.source_name, "kind": "latent sample"}})
+                              axis_labels=AXIS_LABELS, metadata=metadata)
         return f"added {name}: {volume.shape}, scale {tuple(round(s, 2) for s in scale)} mm"

@@ -35,7 +35,7 @@ from qtpy.QtWidgets import (
 
 from ..checkpoints import shipped
 from ._forms import column, form, row
-from ._layers import RESULT_KEY, aligned_with, input_images, scroll_content
+from ._layers import RESULT_KEY, aligned_with, input_images, scroll_content, update_layer
 from ._worker import JobRunner, report_error, warm_up
 from .context_slices import ContextSlicesWidget, volume_of
 
@@ -230,11 +230,9 @@ class MentalMapWidget(QWidget):
         """
         old = self.results.get(key)
         if old is not None and old in self.viewer.layers and old.ndim == data.ndim:
-            old.data = data
-            for key in ("scale", "translate", "contrast_limits", "metadata"):
-                if key in kwargs:
-                    setattr(old, key, kwargs[key])
-            old.name = name
+            update_layer(old, data, name=name, **{attribute: kwargs[attribute] for attribute in
+                                                  ("scale", "translate", "contrast_limits", "metadata")
+                                                  if attribute in kwargs})
             return old
         if old is not None and old in self.viewer.layers:
             self.viewer.layers.remove(old)
