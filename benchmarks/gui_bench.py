@@ -124,8 +124,8 @@ def main() -> None:
         record(f"anomaly: Compute ({method})", anomaly.compute, lambda: anomaly.busy)
     values = iter(np.linspace(0.05, float(anomaly.threshold_slider.maximum()), 12))
     record("anomaly: threshold move (each of 12)", lambda: anomaly.threshold_slider.setValue(float(next(values))),
-           lambda: False, runs=12)
-    record("anomaly: Auto", anomaly.auto_button.click, lambda: False)
+           lambda: anomaly.busy, runs=12)
+    record("anomaly: Auto", anomaly.auto_button.click, lambda: anomaly.busy)
 
     viewer.layers.selection.active = t1
     viewer.dims.set_point(0, float(t1.data_to_world((t1.data.shape[0] // 2, 0, 0))[0]))

@@ -131,3 +131,19 @@ def test_encode_while_the_model_loads_says_so(make_napari_viewer, qtbot, tmp_pat
     assert widget.encode_current_slice() is None
     assert "still loading" in widget.status.text()
     qtbot.waitUntil(lambda: not widget.loading, timeout=30_000)
+
+
+def test_embedding_marker_moves_without_a_full_redraw(explorer, qtbot):
+    """The marker is blitted over the saved plot: each slider step draws only the markers."""
+    viewer, widget = explorer
+    plot = widget.embedding_plot
+    plot.canvas.draw()  # the first full draw (showing the dock does this)
+    assert plot.full_draws == 1 and plot.background is not None
+    before = np.array(plot.canvas.buffer_rgba())
+    widget.decode_training_point(3)
+    _settle(qtbot, widget)
+    qtbot.waitUntil(lambda: len(plot.marker.get_data()[0]) == 1, timeout=5000)  # after the slider settles
+    assert plot.full_draws == 1  # no full redraw for the marker
+    x, y = plot.embedding.project(widget.current)
+    np.testing.assert_allclose(plot.marker.get_data(), ([x], [y]))
+    assert not np.array_equal(np.array(plot.canvas.buffer_rgba()), before)  # the marker was drawn

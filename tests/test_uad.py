@@ -373,6 +373,9 @@ def test_edited_labels_are_the_proposal_under_every_kept_edit() -> None:
             prepared = LabelUpdater(anomaly)  # as the dock's worker does, at the threshold to come
             prepared.update(float(threshold), 2)
             labels = EditedLabels(anomaly, previous=labels, proposal=prepared)
+        if step in (2, 6):  # the dock's slider: proposals made in a worker, merged afterwards
+            labels.proposal.update(float(thresholds[0]), 2)
+            labels.proposal.update(float(threshold), 2)
         shown = labels.update(float(threshold), 2)
         expected = np.where(user >= 0, user, threshold_labels(anomaly, float(threshold), 2))
         np.testing.assert_array_equal(shown, expected)

@@ -25,6 +25,11 @@ def _volume() -> np.ndarray:
     return volume
 
 
+def _labelled(qtbot, widget) -> None:
+    """Wait for the slider's labelling worker and the merge into the labels layer."""
+    qtbot.waitUntil(lambda: not widget.busy, timeout=10_000)
+
+
 def test_widget_compute_slider_dice(make_napari_viewer, qtbot, tiny_weights) -> None:
     from napari_mentalmap.widgets.anomaly import AnomalyWidget
 
@@ -48,14 +53,18 @@ def test_widget_compute_slider_dice(make_napari_viewer, qtbot, tiny_weights) -> 
 
     # the Auto button restores the stored threshold
     widget.threshold_slider.setValue(0.0)
+    _labelled(qtbot, widget)
     widget.auto_button.click()
+    _labelled(qtbot, widget)
     assert widget.threshold_slider.value() == pytest.approx(0.05, abs=1e-3)
 
     # slider: a threshold above the map's maximum clears the labels, a low one fills them
     widget.threshold_slider.setValue(widget.threshold_slider.maximum())
+    _labelled(qtbot, widget)
     assert labels.data.max() == 0
     low = float(np.percentile(image.data[image.data > 0], 5))
     widget.threshold_slider.setValue(low)
+    _labelled(qtbot, widget)
     assert labels.data.max() > 0
     expected = (image.data > widget.threshold_slider.value()).sum()
     assert 0 < (labels.data > 0).sum() <= expected
@@ -63,13 +72,16 @@ def test_widget_compute_slider_dice(make_napari_viewer, qtbot, tiny_weights) -> 
 
     # a min size larger than every component removes them all
     widget.min_size.setValue(100_000)
+    _labelled(qtbot, widget)
     assert labels.data.max() == 0
     widget.min_size.setValue(1)
+    _labelled(qtbot, widget)
 
     # Dice against the chosen ground truth, updated with the slider
     widget.truth_combo.setCurrentText("truth")
     for threshold in (low, float(np.percentile(image.data[image.data > 0], 95)), 10.0):
         widget.threshold_slider.setValue(min(threshold, widget.threshold_slider.maximum()))
+        _labelled(qtbot, widget)
         predicted = labels.data > 0
         total = predicted.sum() + truth.sum()
         expected = 1.0 if total == 0 else 2 * (predicted & (truth > 0)).sum() / total
@@ -133,6 +145,7 @@ def test_edits_survive_slider_auto_recompute_and_save(make_napari_viewer, qtbot,
     _compute(qtbot, widget)
     labels = widget.labels_layer
     widget.threshold_slider.setValue(0.745)
+    _labelled(qtbot, widget)
     proposal_before = labels.data.copy()
     # the user paints 21 voxels with a new label and erases part of a proposed component
     painted = (slice(2, 3), slice(1, 8), slice(1, 4))
@@ -142,10 +155,12 @@ def test_edits_survive_slider_auto_recompute_and_save(make_napari_viewer, qtbot,
         labels.data[tuple(index)] = 0
     for threshold in (0.5, 0.9, 0.6):
         widget.threshold_slider.setValue(threshold)
+        _labelled(qtbot, widget)
         assert (labels.data[painted] == 7).all()
         assert all(labels.data[tuple(i)] == 0 for i in erased)
     assert "26 voxels edited" in widget.timing_label.text()
     widget.auto_button.click()
+    _labelled(qtbot, widget)
     assert (labels.data[painted] == 7).all()
 
     # live Dice counts the edits
@@ -192,6 +207,7 @@ def test_results_per_input_and_only_inputs_listed(make_napari_viewer, qtbot) -> 
     assert viewer.layers["FLAIR B anomaly labels"] is widget.labels_layer
     # the slider acts on the chosen image's labels only
     widget.threshold_slider.setValue(widget.threshold_slider.maximum())
+    _labelled(qtbot, widget)
     assert widget.labels_layer.data.max() == 0 and first.data.max() > 0
     widget.layer_combo.setCurrentText("FLAIR A")
     assert widget.labels_layer is first and widget.threshold_slider.isEnabled()
@@ -240,7 +256,9 @@ def test_auto_threshold_per_target_is_visible_and_applied(make_napari_viewer, qt
         values[target] = auto_threshold(INTENSITY_METHOD, "", target)
         assert widget.auto_button.isEnabled() and f"{values[target]:.3g}" in widget.target_combo.currentText()
         widget.threshold_slider.setValue(0.0)
+        _labelled(qtbot, widget)
         widget.auto_button.click()
+        _labelled(qtbot, widget)
         assert widget.threshold_slider.value() == pytest.approx(values[target], abs=1e-3)
 
     # weights the user picked carry only their own (lesion) threshold: no tumour Auto
@@ -251,3 +269,26 @@ def test_auto_threshold_per_target_is_visible_and_applied(make_napari_viewer, qt
     assert not widget.auto_button.isEnabled()
     widget.target_combo.setCurrentIndex(widget.target_combo.findData("lesions"))
     assert widget.auto_button.isEnabled() and "0.05" in widget.target_combo.currentText()
+
+
+def test_slider_labels_in_a_worker_keep_edits_made_meanwhile(make_napari_viewer, qtbot) -> None:
+    """Fast slider moves are labelled in a worker thread (the newest wins); a voxel painted
+    while it runs is kept, and the labels end as the final threshold's proposal under it."""
+    from napari_mentalmap.inference.labels import threshold_labels
+    from napari_mentalmap.widgets.anomaly import AnomalyWidget
+
+    viewer = make_napari_viewer()
+    viewer.add_image(_volume(), name="FLAIR", scale=(2.0, 1.5, 1.5))
+    widget = AnomalyWidget(viewer)
+    _compute(qtbot, widget)
+    labels = widget.labels_layer
+    top = widget.threshold_slider.maximum()
+    for fraction in np.linspace(0.9, 0.2, 15):  # no waiting in between
+        widget.threshold_slider.setValue(float(fraction * top))
+    labels.data[0, 0:3, 0:3] = 9  # painted while the worker runs
+    _labelled(qtbot, widget)
+    expected = threshold_labels(widget.current.labels.proposal.anomaly, widget.threshold_slider.value(),
+                                widget.min_size.value())
+    expected[0, 0:3, 0:3] = 9
+    np.testing.assert_array_equal(labels.data, expected)
+    assert "9 voxels edited by you" in widget.timing_label.text()

@@ -70,7 +70,7 @@ class LabelUpdater:
             self._above, self._work = np.ones(size, bool), np.ones(size, np.int32)
         self.n_components = 0
         self.n_labelled = 0
-        self.changed: tuple[slice, ...] | None = None  # where the last update may have changed labels
+        self.changed: tuple[slice, ...] | None = None  # where updates changed labels since take_changed
         self._last: tuple[float, int] | None = None
 
     def box(self, threshold: float) -> tuple[slice, ...] | None:
@@ -93,15 +93,14 @@ class LabelUpdater:
     def update(self, threshold: float, min_size: int = DEFAULT_MIN_SIZE) -> np.ndarray:
         """Labels for ``threshold`` and ``min_size`` (the same array, updated in place).
 
-        ``changed`` is set to the box outside which the labels are as before (None: unchanged).
+        ``changed`` grows to hold every voxel this may have changed, until :meth:`take_changed`.
         """
         if self._last == (float(threshold), int(min_size)):
-            self.changed = None
             return self.labels
         self._last = (float(threshold), int(min_size))
         box = self.box(threshold)
         old = self._box
-        self.changed = union_box(old, box)
+        self.changed = union_box(self.changed, union_box(old, box))
         if old is not None and (box is None or any(
                 n.start > o.start or n.stop < o.stop for n, o in zip(box, old, strict=True))):
             self.labels[old] = 0  # the new box does not cover the old one
@@ -130,6 +129,11 @@ class LabelUpdater:
     def overlap(self, truth_index: np.ndarray) -> int:
         """Labelled voxels among the flat indices ``truth_index`` (for a live Dice)."""
         return int(np.count_nonzero(self.labels.ravel()[truth_index]))
+
+    def take_changed(self) -> tuple[slice, ...] | None:
+        """The box holding every voxel changed since the last call (None: nothing changed)."""
+        changed, self.changed = self.changed, None
+        return changed
 
 
 
@@ -172,8 +176,9 @@ class EditedLabels:
         """New proposal for ``threshold``/``min_size`` under the kept edits (same array, in place)."""
         self.absorb_edits()
         proposal = self.proposal.update(threshold, min_size)
-        region = (...,) if self._whole_next else self.proposal.changed
-        self._whole_next = False
+        region = self.proposal.take_changed()
+        if self._whole_next:
+            region, self._whole_next = (...,), False
         if region is None:  # the proposal did not change; edits are already in place
             return self.labels
         if self._any_edit:

@@ -43,11 +43,17 @@ class EmbeddingPlot(QWidget):
         self.axes.set_xlabel("PC 1")
         self.axes.set_ylabel("PC 2")
         self.axes.set_title("training slice latents (click to decode)", fontsize=9)
+        # the markers are animated (blitted over a saved background): moving them on every
+        # slider step costs a few ms instead of a full redraw with its layout and text
         (self.marker,) = self.axes.plot([], [], marker="*", color="red", markersize=16, markeredgecolor="k",
-                                        linestyle="none", label="current")
+                                        linestyle="none", label="current", animated=True)
         (self.ab_markers,) = self.axes.plot([], [], marker="o", color="orange", markersize=9, markeredgecolor="k",
-                                            linestyle="none", label="A / B")
+                                            linestyle="none", label="A / B", animated=True)
         self.axes.legend(loc="lower right", fontsize=7)
+        self.background = None
+        self.full_draws = 0
+        self.deleted = False  # the plot's dock was closed and Qt deleted the canvas
+        self.canvas.mpl_connect("draw_event", self._drawn)
         self.canvas.mpl_connect("button_press_event", self._clicked)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -62,7 +68,27 @@ class EmbeddingPlot(QWidget):
         if stored is not None:
             xy = np.array([self.embedding.project(s) for s in stored]).reshape(-1, 2)
             self.ab_markers.set_data(xy[:, 0], xy[:, 1])
-        self.canvas.draw_idle()
+        if self.deleted:
+            return
+        if self.background is None:  # nothing drawn yet: the first full draw shows them
+            self.canvas.draw_idle()
+            return
+        self.canvas.restore_region(self.background)
+        self._blit_markers()
+
+    def _drawn(self, event: object) -> None:
+        """After a full draw (first show, resize): keep the background, draw the markers on it."""
+        self.full_draws += 1
+        self.background = self.canvas.copy_from_bbox(self.figure.bbox)
+        self._blit_markers()
+
+    def _blit_markers(self) -> None:
+        self.axes.draw_artist(self.ab_markers)
+        self.axes.draw_artist(self.marker)
+        try:
+            self.canvas.blit(self.figure.bbox)
+        except RuntimeError:  # "wrapped C/C++ object ... has been deleted"
+            self.deleted = True
 
     def _clicked(self, event) -> None:
         if event.inaxes is not self.axes or event.xdata is None:

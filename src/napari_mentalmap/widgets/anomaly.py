@@ -42,7 +42,7 @@ from ..inference.labels import DEFAULT_MIN_SIZE, EditedLabels, LabelUpdater
 from ..models.kinds import KINDS
 from ._forms import column, form, row
 from ._layers import aligned_with, input_images, is_result, scroll_content, update_layer
-from ._worker import JobRunner, warm_up
+from ._worker import JobRunner, LatestOnly, warm_up
 
 if TYPE_CHECKING:
     import napari
@@ -72,6 +72,14 @@ class SourceResult:
     auto_thresholds: dict[str, float]  # target -> Auto threshold chosen on validation
     threshold: float
     notes: list[str] = field(default_factory=list)
+
+
+def _propose(request: tuple[SourceResult, float, int]) -> tuple[SourceResult, float, int, float]:
+    """Worker side of a slider move: the model's proposal at the new threshold and min size."""
+    result, threshold, min_size = request
+    started = time.perf_counter()
+    result.labels.proposal.update(threshold, min_size)
+    return result, threshold, min_size, 1000 * (time.perf_counter() - started)
 
 
 @dataclass
@@ -163,8 +171,10 @@ class AnomalyWidget(QWidget):
         self.compute_button.clicked.connect(self.compute)
         self.model_combo.currentIndexChanged.connect(self._method_changed)
         self.layer_combo.currentTextChanged.connect(self._source_changed)
-        self.threshold_slider.valueChanged.connect(self.update_labels)
-        self.min_size.valueChanged.connect(self.update_labels)
+        self.labeller = LatestOnly(_propose, self._proposed)
+        self.progress.destroyed.connect(self.labeller.shutdown)
+        self.threshold_slider.valueChanged.connect(self.request_labels)
+        self.min_size.valueChanged.connect(self.request_labels)
         self.auto_button.clicked.connect(self.set_auto_threshold)
         self.target_combo.currentIndexChanged.connect(self._target_changed)
         self.reset_button.clicked.connect(self.reset_edits)
@@ -183,8 +193,8 @@ class AnomalyWidget(QWidget):
 
     @property
     def busy(self) -> bool:
-        """True while a job runs or its result is being shown."""
-        return self.runner.busy
+        """True while a job runs, its result is being shown, or a slider move is being labelled."""
+        return self.runner.busy or self.labeller.busy
 
     @property
     def current(self) -> SourceResult | None:
@@ -368,17 +378,35 @@ class AnomalyWidget(QWidget):
         result.labels_layer.refresh()
         self.update_dice()
 
-    def update_labels(self, value: object = None) -> None:
-        """Re-threshold the current map into its labels, keeping the user's edits (and update Dice)."""
+    def request_labels(self, value: object = None) -> None:
+        """Slider or min size moved: label the new proposal in a worker thread (the newest
+        request wins), then merge it under the user's edits in the GUI thread."""
         result = self.current
         if result is None:
             return
-        started = time.perf_counter()
         result.threshold = float(self.threshold_slider.value())
-        result.labels.update(result.threshold, int(self.min_size.value()))
+        self.labeller.request((result, result.threshold, int(self.min_size.value())))
+
+    def _proposed(self, value: tuple[SourceResult, float, int, float]) -> None:
+        result, threshold, min_size, worker_ms = value
+        if self.results.get(result.source.name) is not result:  # re-computed meanwhile: stale
+            return
+        self._show_labels(result, threshold, min_size, worker_ms)
+
+    def update_labels(self, value: object = None) -> None:
+        """Re-threshold the current map into its labels now, keeping the user's edits (and update Dice)."""
+        result = self.current
+        if result is None:
+            return
+        result.threshold = float(self.threshold_slider.value())
+        self._show_labels(result, result.threshold, int(self.min_size.value()))
+
+    def _show_labels(self, result: SourceResult, threshold: float, min_size: int, worker_ms: float = 0.0) -> None:
+        started = time.perf_counter()
+        result.labels.update(threshold, min_size)  # a no-op proposal when the worker made it
         result.labels_layer.refresh()
         self.update_dice()
-        self.last_update_ms = 1000 * (time.perf_counter() - started)
+        self.last_update_ms = 1000 * (time.perf_counter() - started) + worker_ms
         edited = result.labels.n_edited
         components = result.labels.proposal.n_components
         self.timing_label.setText(
