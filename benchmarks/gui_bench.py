@@ -4,7 +4,7 @@ A QTimer pings the Qt event loop every ``--ping-ms`` while an action runs (until
 is idle again, its result shown); the longest gap between two pings is how long the viewer
 was frozen (fluid below ~100 ms). Each action runs twice: the first creates its layers, the
 second updates them. Also: how long each dock takes to open the first time, and how long
-Cancel takes to stop a long job.
+Cancel takes to stop a long job when pressed at several moments of it.
 
     xvfb-run -a -s "-screen 0 1920x1080x24" .venv/bin/python benchmarks/gui_bench.py [--t1 PATH --flair PATH]
 
@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 DATA = Path("../shared/data/open_ms/patient19")
+CANCEL_DELAYS = (0.0, 0.2, 0.5, 0.8, 1.2, 2.0)
 
 
 class Pinger:
@@ -142,26 +143,38 @@ def main() -> None:
     record("latent: Sample slices (8)", explorer.sample_slices, lambda: explorer.busy)
     record("latent: Sample volume", explorer.sample_volume, lambda: explorer.busy)
 
-    # Cancel: a long sample job, cancelled after its first progress report
+    # Cancel at several moments of a long job (the job stops at its next progress report)
+    def cancel_after(start: Callable[[], object], dock, delay: float) -> tuple[float, str]:
+        start()
+        started = time.perf_counter()
+        while time.perf_counter() - started < delay:
+            app.processEvents()
+            time.sleep(0.005)
+        stage = dock.status.text()
+        cancelled = time.perf_counter()
+        dock.cancel()
+        while dock.busy:
+            app.processEvents()
+            time.sleep(0.002)
+        return time.perf_counter() - cancelled, stage
+
     mental.n_samples.setValue(200)
-    mental.run("samples")
-    while mental.runner.stats is None or "sample" not in mental.status.text():
-        app.processEvents()
-        time.sleep(0.005)
-    cancelled = time.perf_counter()
-    mental.cancel()
-    while mental.busy:
-        app.processEvents()
-        time.sleep(0.002)
-    cancel_s = time.perf_counter() - cancelled
+    anomaly.model_combo.setCurrentIndex(anomaly.model_combo.findData("spatial2d"))
+    cancels = []
+    for delay in CANCEL_DELAYS:
+        cancels.append(("mental map: Samples (200)", delay, *cancel_after(lambda: mental.run("samples"), mental, delay)))
+        cancels.append(("anomaly: Compute (spatial2d)", delay, *cancel_after(anomaly.compute, anomaly, delay)))
+    final_status = {"mental map": mental.status.text(), "anomaly": anomaly.status.text()}
 
     print(f"1 mm volumes: T1 {t1.data.shape}, FLAIR {flair.data.shape}; ping every {args.ping_ms} ms\n")
     print("| action | run | longest event-loop gap (ms) | wall (s) |")
     print("|---|---|---|---|")
     for name, run, gap, wall in rows:
         print(f"| {name} | {run} | {1000 * gap:.0f} | {wall:.2f} |")
-    print(f"\nCancel of a {200}-sample job: stopped and idle after {cancel_s:.2f} s; status: "
-          f"{mental.status.text()!r}")
+    print("\n| job cancelled | after (s) | while | stopped and idle after (s) |\n|---|---|---|---|")
+    for name, delay, took, stage in cancels:
+        print(f"| {name} | {delay:.2f} | {stage} | {took:.2f} |")
+    print(f"longest Cancel: {max(c[2] for c in cancels):.2f} s; final status: {final_status}")
     worst = max(rows, key=lambda r: r[2] if not r[0].startswith(("open dock", "napari floor")) else 0)
     print(f"longest gap over all actions: {1000 * worst[2]:.0f} ms ({worst[0]}, {worst[1]} run)")
     viewer.close()

@@ -295,3 +295,23 @@ def test_training_terms_do_not_push_prediction_error_into_the_flow():
     prediction_mse.backward()
     assert all(p.grad is None or not p.grad.any() for p in model.flow.parameters())
     assert model.process.raw_length.grad.abs().sum() > 0
+
+
+def test_context_images_are_the_model_grid_poses_they_coincide_with():
+    """A context slice lying exactly on a pose of the model grid is that pose of the resampled
+    volume (same anti-aliasing, computed once for all contexts)."""
+    from napari_mentalmap.inference.mental_map import context_slice_images
+    from napari_mentalmap.io.preprocess import GridMapping, GridSpec, resample_to_grid, to_model_grid
+
+    rng = np.random.default_rng(0)
+    volume = rng.random((90, 100, 80)).astype(np.float32)
+    mask = np.zeros(volume.shape, bool)
+    mask[10:80, 10:90, 10:70] = True
+    prepared = to_model_grid(volume, (1.0, 1.0, 1.0), mask, GridSpec(n_poses=16, size=32))
+    planned = prepared.mapping
+    # the same grid shifted so that poses land on whole input slices
+    mapping = GridMapping(planned.input_shape, (20.0, *planned.start[1:]), (3.0, *planned.step[1:]),
+                          planned.grid_shape)
+    grid = resample_to_grid(prepared.normalised, mapping)
+    images = context_slice_images(prepared.normalised, mapping, [20, 29, 53])
+    np.testing.assert_allclose(images, grid[[0, 3, 11]], atol=1e-6)

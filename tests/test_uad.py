@@ -345,6 +345,24 @@ def test_label_updater_equals_reference_on_a_random_map() -> None:
             assert updater.overlap(truth_index) == np.count_nonzero(expected.ravel()[truth_index])
 
 
+def test_median_filter_in_slabs_equals_the_whole_box() -> None:
+    """Filtering in axial slabs (a progress report after each, for Cancel) changes nothing."""
+    from napari_mentalmap.inference.anomaly import median_filtered_job
+    from napari_mentalmap.io.preprocess import bounding_box
+
+    rng = np.random.default_rng(2)
+    anomaly = np.zeros((23, 30, 28), np.float32)
+    anomaly[3:20, 4:27, 2:25] = rng.random((17, 23, 23))
+    for size, slabs in ((3, 4), (5, 3), (3, 17)):
+        box = bounding_box(anomaly > 0, pad=size // 2)
+        expected = np.zeros_like(anomaly)
+        expected[box] = ndimage.median_filter(anomaly[box], size=size, mode="constant", cval=0.0)
+        reports: list = []
+        result = run_job(median_filtered_job(anomaly, size, slabs=slabs, progress=(3, 4)), reports.append)
+        np.testing.assert_array_equal(result, expected)
+        assert len(reports) == slabs and all(report[:2] == (3, 4) for report in reports)
+
+
 def test_edited_labels_are_the_proposal_under_every_kept_edit() -> None:
     """Invariant over random slider moves (repeats included), paints, erases, a re-computed
     map carrying the edits over, and a proposal prepared elsewhere: the labels are always the

@@ -46,7 +46,7 @@ from .anomaly_methods import (  # noqa: F401 (re-exported)
     modality_warning,
     weights_path,
 )
-from .brain import auto_brain_mask
+from .brain import brain_mask_job
 from .jobs import Progress
 from .jobs import run_to_completion as run_job  # noqa: F401 (re-exported for the evaluation)
 from .labels import DEFAULT_MIN_SIZE, LabelUpdater, remove_small, threshold_labels  # noqa: F401 (re-exported)
@@ -163,11 +163,27 @@ def brain_erosion(mask: np.ndarray, spacing: tuple[float, float, float], erosion
 
 def median_filtered(anomaly: np.ndarray, size: int) -> np.ndarray:
     """Median filter of ``size`` voxels per axis, computed only over the non-zero box."""
+    return run_job(median_filtered_job(anomaly, size))
+
+
+def median_filtered_job(anomaly: np.ndarray, size: int, slabs: int = 4,
+                        progress: tuple[int, int] = (0, 1)) -> Generator[Progress, None, np.ndarray]:
+    """:func:`median_filtered` in ``slabs`` axial slabs (each with the rows its window needs
+    from its neighbours, so the result is the same), with a progress report after each."""
     if size <= 1 or not anomaly.any():
         return anomaly
     box = bounding_box(anomaly > 0, pad=size // 2)
+    region = anomaly[box]
+    filtered = np.empty_like(region)
+    reach, rows = size // 2, region.shape[0]
+    edges = np.linspace(0, rows, slabs + 1).round().astype(int)
+    for index, (first, stop) in enumerate(zip(edges[:-1], edges[1:], strict=True)):
+        low, high = max(first - reach, 0), min(stop + reach, rows)
+        window = ndimage.median_filter(region[low:high], size=size, mode="constant", cval=0.0)
+        filtered[first:stop] = window[first - low:stop - low]
+        yield *progress, f"median filter {index + 1}/{slabs}"
     out = np.zeros_like(anomaly)
-    out[box] = ndimage.median_filter(anomaly[box], size=size, mode="constant", cval=0.0)
+    out[box] = filtered
     return out
 
 
@@ -210,7 +226,7 @@ def anomaly_map(
     target = next(model.model.parameters()).device
     yield 0, 4, "brain mask"
     if mask is None:
-        mask = auto_brain_mask(volume, spacing, device=target.type)
+        mask = yield from brain_mask_job(volume, spacing, device=target.type)
     mask = np.asarray(mask, dtype=bool)
     yield 1, 4, "resampling to the model grid"
     grid = to_model_grid(volume, spacing, mask, model.grid)  # checks the mask's shape and size
@@ -221,6 +237,7 @@ def anomaly_map(
     if healthy is not None and healthy.shape != grid.image.shape:
         raise WeightsError(f"healthy residual shape {healthy.shape} differs from the model grid {grid.image.shape}")
     eroded = brain_erosion(mask, spacing, erosion_mm)
+    yield 3, 4, "comparing on the input grid: residual"
     anomaly = np.zeros(volume.shape, np.float32)
     box = bounding_box(eroded)
     if box is not None:  # only the eroded brain's bounding box can be non-zero
@@ -238,7 +255,7 @@ def anomaly_map(
         difference = np.nan_to_num(difference, nan=0.0, copy=False)
         np.clip(difference, 0.0, None, out=difference)
         anomaly[box] = difference * eroded[box]
-    anomaly = median_filtered(anomaly, median_size)
+    anomaly = yield from median_filtered_job(anomaly, median_size, progress=(3, 4))
     notes = []
     reference = model.reference_error
     if reference:
@@ -264,9 +281,19 @@ def intensity_score(volume: np.ndarray, spacing: tuple[float, float, float], mas
     With ``median_at`` the brain's median maps there and its 99.5th percentile to 1 (robust
     across scanners and lesion loads); None: percentiles 0.5 / 99.5 -> 0 / 1.
     """
+    return run_job(intensity_score_job(volume, spacing, mask, erosion_mm, median_at, median_size))
+
+
+def intensity_score_job(volume: np.ndarray, spacing: tuple[float, float, float], mask: np.ndarray,
+                        erosion_mm: float = 3.0, median_at: float | None = INTENSITY_MEDIAN_AT,
+                        median_size: int = DEFAULT_MEDIAN_SIZE) -> Generator[Progress, None, np.ndarray]:
+    """:func:`intensity_score` as a job (a progress report between its stages)."""
     value_range = intensity_range(volume, mask, median_at=median_at)
     normalised = normalize_intensity(volume, mask, value_range=value_range)
-    return median_filtered(normalised * brain_erosion(mask, spacing, erosion_mm), median_size).astype(np.float32)
+    yield 1, 2, "eroding the brain mask"
+    normalised *= brain_erosion(mask, spacing, erosion_mm)
+    filtered = yield from median_filtered_job(normalised, median_size, progress=(1, 2))
+    return filtered.astype(np.float32)
 
 
 def intensity_anomaly_map(volume: np.ndarray, spacing: tuple[float, float, float],
@@ -279,10 +306,10 @@ def intensity_anomaly_map(volume: np.ndarray, spacing: tuple[float, float, float
     yield 0, 2, "brain mask"
     if mask is None:
         target = device if isinstance(device, torch.device) else pick_device(device or "auto")
-        mask = auto_brain_mask(volume, spacing, device=target.type)
+        mask = yield from brain_mask_job(volume, spacing, device=target.type)
     mask = np.asarray(mask, dtype=bool)
     yield 1, 2, "normalising intensities"
-    anomaly = intensity_score(volume, spacing, mask, erosion_mm)
+    anomaly = yield from intensity_score_job(volume, spacing, mask, erosion_mm)
     yield 2, 2, "done"
     return AnomalyResult(anomaly, mask, None, None, [])
 

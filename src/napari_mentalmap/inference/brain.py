@@ -26,6 +26,7 @@ from skimage import filters
 
 from ..checkpoints import shipped
 from ..io.preprocess import NoBrainError, brain_mask, fill_holes, largest_component_filled
+from .jobs import Job, run_to_completion
 
 SKULLSTRIP_WEIGHTS = shipped("skullstrip").path
 """The shipped weights of the learned brain extraction."""
@@ -93,9 +94,17 @@ def auto_brain_mask(volume: np.ndarray, spacing=(1.0, 1.0, 1.0), device: str = "
     extraction with the shipped weights; if they are missing, the classic mask with a
     ``UserWarning`` (it includes scalp/face/neck on volumes with skull).
     """
+    return run_to_completion(brain_mask_job(volume, spacing, device))
+
+
+def brain_mask_job(volume: np.ndarray, spacing=(1.0, 1.0, 1.0), device: str = "cpu") -> Job[np.ndarray]:
+    """:func:`auto_brain_mask` as a job: a progress report between the skull check and the
+    mask, so that a job using it can be cancelled in between."""
     volume = np.asarray(volume)
     spacing = tuple(float(s) for s in spacing)
-    if looks_skull_stripped(volume, spacing):
+    stripped = looks_skull_stripped(volume, spacing)
+    yield 0, 1, "brain mask (skull-stripped input)" if stripped else "brain mask (learned brain extraction)"
+    if stripped:
         return stripped_region_mask(volume)
     if not Path(SKULLSTRIP_WEIGHTS).exists():
         warnings.warn(

@@ -26,12 +26,13 @@ from ..device import pick_device
 from ..io.preprocess import (
     GridMapping,
     GridSpec,
+    anti_alias,
     resample_from_grid,
     resample_to_grid,
     to_model_grid,
 )
 from ..models.bruno import Bruno
-from .brain import auto_brain_mask
+from .brain import brain_mask_job
 from .jobs import Progress, run_to_completion  # noqa: F401 (run_to_completion re-exported)
 
 DEFAULT_WEIGHTS = shipped("bruno_t1").path
@@ -97,12 +98,14 @@ def grid_world_transform(mapping: GridMapping, spacing, origin) -> tuple[tuple[f
 
 
 def context_slice_images(normalised: np.ndarray, mapping: GridMapping, slices: list[int]) -> np.ndarray:
-    """The acquired slices (input axial indices) resampled in-plane onto the model grid."""
+    """The acquired slices (input axial indices) resampled in-plane onto the model grid
+    (with the volume's anti-aliasing, computed once for all of them)."""
     images = []
+    filtered = anti_alias(np.asarray(normalised, dtype=np.float32), mapping.step) if slices else normalised
     for index in slices:
         single = GridMapping(mapping.input_shape, (float(index), *mapping.start[1:]), mapping.step,
                              (1, *mapping.grid_shape[1:]))
-        images.append(resample_to_grid(normalised, single)[0])
+        images.append(resample_to_grid(filtered, single, prefiltered=True)[0])
     return np.stack(images) if images else np.zeros((0, *mapping.grid_shape[1:]), np.float32)
 
 
@@ -165,11 +168,12 @@ def hallucinate(
     volume = np.nan_to_num(volume.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
     if mask is None:
         yield 0, 1, "brain mask"
-        mask = auto_brain_mask(volume, spacing, device=str(torch_device))
+        mask = yield from brain_mask_job(volume, spacing, device=str(torch_device))
     prepared = to_model_grid(volume, spacing, mask, spec)
     mapping = prepared.mapping
     contexts = validate_context_slices(context_slices, mapping)
     lo, hi = prepared.intensity_range
+    yield 0, 1, "context slices"
     context_images = context_slice_images(prepared.normalised, mapping, contexts)
     context_poses = [mapping.slice_to_pose(i) for i in contexts]
 
@@ -178,6 +182,7 @@ def hallucinate(
     total = 1 + (0 if mean_from_samples else 1) + sample_batches
     done = 0
     generator = torch.Generator(device=torch_device).manual_seed(int(seed))
+    yield 0, total, f"conditioning on {len(contexts)} context slices"
     with torch.inference_mode():
         query = torch.arange(n_poses, dtype=torch.float32, device=torch_device)
         posterior = model.posterior(

@@ -297,14 +297,24 @@ def plan_grid(
     )
 
 
-def resample_to_grid(volume: np.ndarray, mapping: GridMapping, order: int = 1) -> np.ndarray:
-    """Sample ``volume`` (input grid) at the model grid, with anti-aliasing when shrinking."""
+def anti_alias(volume: np.ndarray, step: tuple[float, ...], order: int = 1) -> np.ndarray:
+    """The Gaussian pre-filter :func:`resample_to_grid` applies before sampling at ``step``
+    input voxels per grid voxel (none for nearest-neighbour sampling or no shrinking)."""
+    sigmas = [0.4 * s if s > 1.2 else 0.0 for s in step]
+    if order > 0 and any(sigmas):
+        return ndimage.gaussian_filter(volume, sigmas, mode="constant")
+    return volume
+
+
+def resample_to_grid(volume: np.ndarray, mapping: GridMapping, order: int = 1,
+                     prefiltered: bool = False) -> np.ndarray:
+    """Sample ``volume`` (input grid) at the model grid, with anti-aliasing when shrinking
+    (already done when ``prefiltered``: ``volume`` is :func:`anti_alias` of the input)."""
     volume = np.asarray(volume, dtype=np.float32)
     if volume.shape != mapping.input_shape:
         raise ValueError(f"volume shape {volume.shape} != mapping input {mapping.input_shape}")
-    sigmas = [0.4 * s if s > 1.2 else 0.0 for s in mapping.step]
-    if order > 0 and any(sigmas):
-        volume = ndimage.gaussian_filter(volume, sigmas, mode="constant")
+    if not prefiltered:
+        volume = anti_alias(volume, mapping.step, order)
     return ndimage.affine_transform(
         volume,
         matrix=np.asarray(mapping.step),
