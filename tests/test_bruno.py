@@ -301,7 +301,12 @@ def test_context_images_are_the_model_grid_poses_they_coincide_with():
     """A context slice lying exactly on a pose of the model grid is that pose of the resampled
     volume (same anti-aliasing, computed once for all contexts)."""
     from napari_mentalmap.inference.mental_map import context_slice_images
-    from napari_mentalmap.io.preprocess import GridMapping, GridSpec, resample_to_grid, to_model_grid
+    from napari_mentalmap.io.preprocess import (
+        GridMapping,
+        GridSpec,
+        resample_to_grid,
+        to_model_grid,
+    )
 
     rng = np.random.default_rng(0)
     volume = rng.random((90, 100, 80)).astype(np.float32)
