@@ -169,6 +169,7 @@ def hallucinate(
     if mask is None:
         yield 0, 1, "brain mask"
         mask = yield from brain_mask_job(volume, spacing, device=str(torch_device))
+    yield 0, 1, "resampling to the model grid"
     prepared = to_model_grid(volume, spacing, mask, spec)
     mapping = prepared.mapping
     contexts = validate_context_slices(context_slices, mapping)
@@ -244,11 +245,20 @@ class InputGridMaps:
 def on_input_grid(result: MentalMap, volume: np.ndarray, keep_contexts: bool) -> InputGridMaps:
     """Resample mean and std onto the input grid; with ``keep_contexts`` the acquired slices
     are put back exactly into the mean and the std is 0 there (they are known)."""
+    return run_to_completion(on_input_grid_job(result, volume, keep_contexts))
+
+
+def on_input_grid_job(result: MentalMap, volume: np.ndarray, keep_contexts: bool,
+                      progress: tuple[int, int] = (0, 1)) -> Generator[Progress, None, InputGridMaps]:
+    """:func:`on_input_grid` as a job: a progress report after each map (for Cancel)."""
     acquired = volume if keep_contexts and result.context_slices else None
+    yield *progress, "resampling the mean onto the input grid"
     mean = result.to_input_grid(result.mean_grid, 0.0, acquired=acquired)
     std, top = None, 1.0
     if result.samples_grid is not None and len(result.samples_grid) > 1:
+        yield *progress, "resampling the std onto the input grid"
         std = result.to_input_grid(result.std_grid, 0.0)
+        yield *progress, "scaling the std layer"
         if acquired is not None:
             std[list(result.context_slices)] = 0.0
         positive = std[std > 0]
@@ -266,5 +276,4 @@ def hallucinate_on_input_grid(job: Generator, volume: np.ndarray, keep_contexts:
             result: MentalMap = stop.value
             break
         yield last
-    yield last[1], last[1], "resampling onto the input grid"
-    return on_input_grid(result, volume, keep_contexts)
+    return (yield from on_input_grid_job(result, volume, keep_contexts, progress=(last[1], last[1])))
