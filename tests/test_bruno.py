@@ -320,3 +320,43 @@ def test_context_images_are_the_model_grid_poses_they_coincide_with():
     grid = resample_to_grid(prepared.normalised, mapping)
     images = context_slice_images(prepared.normalised, mapping, [20, 29, 53])
     np.testing.assert_allclose(images, grid[[0, 3, 11]], atol=1e-6)
+
+
+@pytest.mark.parametrize("process", ["exchangeable", "pose_aware"])
+def test_posterior_in_blocks_of_dimensions_equals_one_go(process):
+    """The job computes the posterior in blocks of latent dimensions (Cancel in between):
+    same mean, covariance factor, dof and Student-t factor as in one go."""
+    torch.manual_seed(0)
+    model = tiny_bruno(process, n_poses=12).eval()
+    with torch.no_grad():
+        for parameter in model.process.parameters():  # distinct values per dimension
+            parameter.add_(0.3 * torch.randn_like(parameter))
+    images, poses, query = torch.rand(3, 16, 16), torch.tensor([1.0, 5.0, 9.0]), torch.arange(12.0)
+    whole = model.posterior(images, poses, query).latent
+    steps = model.posterior_steps(images, poses, query, blocks=5)
+    done = []
+    while True:
+        try:
+            done.append(next(steps))
+        except StopIteration as stop:
+            blocks = stop.value.latent
+            break
+    assert done == [1, 2, 3, 4, 5]
+    for name in ("mean", "cov_factor", "dof", "variance_factor"):
+        torch.testing.assert_close(getattr(blocks, name), getattr(whole, name))
+
+
+def test_input_grid_in_slabs_equals_one_go():
+    from napari_mentalmap.io.preprocess import GridSpec, resample_from_grid, to_model_grid
+
+    rng = np.random.default_rng(3)
+    volume = rng.random((50, 60, 40)).astype(np.float32)
+    mask = np.zeros(volume.shape, bool)
+    mask[5:45, 8:52, 5:35] = True
+    mapping = to_model_grid(volume, (1.2, 1.0, 1.0), mask, GridSpec(n_poses=12, size=16)).mapping
+    grid = rng.random(mapping.grid_shape).astype(np.float32)
+    whole = resample_from_grid(grid, mapping, fill_value=-1.0)
+    slabs = np.concatenate([resample_from_grid(grid, mapping, fill_value=-1.0, rows=slice(a, b))
+                            for a, b in ((0, 7), (7, 30), (30, 50))])
+    np.testing.assert_allclose(slabs, whole, atol=1e-6)
+    assert (whole == -1.0).any() and (whole != -1.0).any()  # both inside and outside the grid

@@ -80,7 +80,18 @@ class MentalMap:
 
         With ``acquired`` (the input volume), its context slices are put back exactly.
         """
-        out = resample_from_grid(grid, self.mapping, fill_value=fill_value)
+        return run_to_completion(self.to_input_grid_job(grid, fill_value, acquired))
+
+    def to_input_grid_job(self, grid: np.ndarray, fill_value: float = 0.0, acquired: np.ndarray | None = None,
+                          progress: Progress = (0, 1, "resampling onto the input grid"),
+                          slabs: int = 4) -> Generator[Progress, None, np.ndarray]:
+        """:meth:`to_input_grid` in ``slabs`` axial slabs, reporting ``progress`` after each."""
+        rows = self.mapping.input_shape[0]
+        out = np.empty(self.mapping.input_shape, np.float32)
+        edges = [round(i * rows / slabs) for i in range(slabs + 1)]
+        for first, stop in zip(edges[:-1], edges[1:], strict=True):
+            out[first:stop] = resample_from_grid(grid, self.mapping, fill_value=fill_value, rows=slice(first, stop))
+            yield progress
         if acquired is not None:
             out[self.context_slices] = acquired[self.context_slices]
         return out
@@ -95,6 +106,10 @@ def grid_world_transform(mapping: GridMapping, spacing, origin) -> tuple[tuple[f
     scale = tuple(float(s * d) for s, d in zip(spacing, mapping.step, strict=True))
     translate = tuple(float(o + s * a) for o, s, a in zip(origin, spacing, mapping.start, strict=True))
     return scale, translate
+
+
+POSTERIOR_BLOCKS = 8  # the posterior in blocks of latent dimensions, a progress report (Cancel) after each
+MEAN_BATCH = 16  # poses decoded per step of the mean image
 
 
 def context_slice_images(normalised: np.ndarray, mapping: GridMapping, slices: list[int]) -> np.ndarray:
@@ -183,19 +198,33 @@ def hallucinate(
     total = 1 + (0 if mean_from_samples else 1) + sample_batches
     done = 0
     generator = torch.Generator(device=torch_device).manual_seed(int(seed))
-    yield 0, total, f"conditioning on {len(contexts)} context slices"
+    conditioning = f"conditioning on {len(contexts)} context slices"
+    yield 0, total, conditioning
     with torch.inference_mode():
         query = torch.arange(n_poses, dtype=torch.float32, device=torch_device)
-        posterior = model.posterior(
+        steps = model.posterior_steps(
             torch.from_numpy(context_images).to(torch_device),
             torch.tensor(context_poses, dtype=torch.float32, device=torch_device),
             query,
+            blocks=POSTERIOR_BLOCKS,
         )
+        while True:
+            try:
+                block = next(steps)
+            except StopIteration as stop:
+                posterior = stop.value
+                break
+            yield done, total, f"{conditioning} ({block}/{POSTERIOR_BLOCKS})"
         done += 1
         yield done, total, f"conditioned on {len(contexts)} context slices"
         mean = None
         if not mean_from_samples:
-            mean = posterior.mean_image(batch_size).cpu().numpy()
+            parts = []
+            for start in range(0, n_poses, MEAN_BATCH):
+                parts.append(model.decode(posterior.latent.mean[start:start + MEAN_BATCH],
+                                          query[start:start + MEAN_BATCH]))
+                yield done, total, f"mean image ({min(start + MEAN_BATCH, n_poses)}/{n_poses} poses)"
+            mean = torch.cat(parts).cpu().numpy()
             done += 1
             yield done, total, "mean image"
         samples = []
@@ -252,13 +281,12 @@ def on_input_grid_job(result: MentalMap, volume: np.ndarray, keep_contexts: bool
                       progress: tuple[int, int] = (0, 1)) -> Generator[Progress, None, InputGridMaps]:
     """:func:`on_input_grid` as a job: a progress report after each map (for Cancel)."""
     acquired = volume if keep_contexts and result.context_slices else None
-    yield *progress, "resampling the mean onto the input grid"
-    mean = result.to_input_grid(result.mean_grid, 0.0, acquired=acquired)
+    mean = yield from result.to_input_grid_job(result.mean_grid, 0.0, acquired,
+                                                (*progress, "resampling the mean onto the input grid"))
     std, top = None, 1.0
     if result.samples_grid is not None and len(result.samples_grid) > 1:
-        yield *progress, "resampling the std onto the input grid"
-        std = result.to_input_grid(result.std_grid, 0.0)
-        yield *progress, "scaling the std layer"
+        std = yield from result.to_input_grid_job(result.std_grid, 0.0,
+                                                   progress=(*progress, "resampling the std onto the input grid"))
         if acquired is not None:
             std[list(result.context_slices)] = 0.0
         positive = std[std > 0]

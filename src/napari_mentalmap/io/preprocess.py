@@ -331,8 +331,10 @@ def resample_from_grid(
     mapping: GridMapping,
     order: int = 1,
     fill_value: float = np.nan,
+    rows: slice = slice(None),
 ) -> np.ndarray:
-    """Map a model-grid volume (poses x H x W, or leading batch axes) back to the input grid.
+    """Map a model-grid volume (poses x H x W, or leading batch axes) back to the input grid
+    (only its axial ``rows``, e.g. to work in slabs).
 
     Input voxels outside the grid's pose range or field of view get ``fill_value``.
     """
@@ -340,20 +342,22 @@ def resample_from_grid(
     if grid.shape[-3:] != mapping.grid_shape:
         raise ValueError(f"grid shape {grid.shape[-3:]} != mapping grid {mapping.grid_shape}")
     if grid.ndim > 3:
-        return np.stack([resample_from_grid(g, mapping, order, fill_value) for g in grid])
+        return np.stack([resample_from_grid(g, mapping, order, fill_value, rows) for g in grid])
+    first, stop, _ = rows.indices(mapping.input_shape[0])
+    output_shape = (max(stop - first, 0), *mapping.input_shape[1:])
     inverse_step = 1.0 / np.asarray(mapping.step)
-    inverse_offset = -np.asarray(mapping.start) * inverse_step
+    inverse_offset = (np.array([first, 0.0, 0.0]) - np.asarray(mapping.start)) * inverse_step
     # pad with the edge values by half a step so voxels between the last pose and the edge
     # of its slab are not lost to the interpolation's boundary; the pose range is enforced below
     out = ndimage.affine_transform(
         grid,
         matrix=inverse_step,
         offset=inverse_offset,
-        output_shape=mapping.input_shape,
+        output_shape=output_shape,
         order=order,
         mode="nearest",
     ).astype(np.float32)
-    coords = [np.arange(n) for n in mapping.input_shape]
+    coords = [np.arange(first, first + output_shape[0]), *(np.arange(n) for n in mapping.input_shape[1:])]
     inside = []
     for axis, c in enumerate(coords):
         g = (c - mapping.start[axis]) * inverse_step[axis]

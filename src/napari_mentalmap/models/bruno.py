@@ -8,6 +8,7 @@ returns a :class:`BrunoPosterior` that draws samples or the mean image at any qu
 from __future__ import annotations
 
 import math
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from torch import nn
 
 from .config import DictConfig
 from .flows import ConditionalRealNVP, FlowConfig
-from .tprocess import LatentProcess, Posterior, make_process
+from .tprocess import LatentProcess, Posterior, concatenate_posteriors, make_process
 
 
 @dataclass
@@ -127,7 +128,6 @@ class Bruno(nn.Module):
         dim = self.flow.dim
         return -(log_prob / dim - math.log(256)) / math.log(2)
 
-    @torch.no_grad()
     def posterior(
         self,
         context_images: torch.Tensor,
@@ -135,15 +135,40 @@ class Bruno(nn.Module):
         query_poses: torch.Tensor,
     ) -> BrunoPosterior:
         """Condition on context slices (n, S, S) at poses (n,); n = 0 gives the prior."""
-        self._check(context_images, context_poses)
-        self._check(torch.zeros(0, self.image_size, self.image_size), query_poses)
-        if len(context_poses):
-            z, _ = self.encode(context_images, context_poses)
-            if self.config.context_latent_limit is not None:
-                z = z.clamp(-self.config.context_latent_limit, self.config.context_latent_limit)
-        else:
-            z = context_images.new_zeros(0, self.flow.dim)
-        latent = self.process.posterior(z, context_poses.float(), query_poses.float())
+        steps = self.posterior_steps(context_images, context_poses, query_poses)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as stop:
+                return stop.value
+
+    def posterior_steps(
+        self,
+        context_images: torch.Tensor,
+        context_poses: torch.Tensor,
+        query_poses: torch.Tensor,
+        blocks: int = 1,
+    ) -> Generator[int, None, BrunoPosterior]:
+        """:meth:`posterior` computed in ``blocks`` blocks of latent dimensions (they are
+        independent: the result is the same), yielding how many are done after each, so
+        that a job can be cancelled in between; returns the posterior."""
+        with torch.no_grad():
+            self._check(context_images, context_poses)
+            self._check(torch.zeros(0, self.image_size, self.image_size), query_poses)
+            if len(context_poses):
+                z, _ = self.encode(context_images, context_poses)
+                if self.config.context_latent_limit is not None:
+                    z = z.clamp(-self.config.context_latent_limit, self.config.context_latent_limit)
+            else:
+                z = context_images.new_zeros(0, self.flow.dim)
+        edges = [round(i * self.flow.dim / blocks) for i in range(blocks + 1)]
+        parts = []
+        for index, (first, stop) in enumerate(zip(edges[:-1], edges[1:], strict=True)):
+            with torch.no_grad():
+                parts.append(self.process.posterior(z, context_poses.float(), query_poses.float(),
+                                                    dims=slice(first, stop)))
+            yield index + 1
+        latent = parts[0] if len(parts) == 1 else concatenate_posteriors(parts)
         return BrunoPosterior(self, latent, query_poses.float())
 
     def save(self, path: str | Path, **extra) -> None:

@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+ALL_DIMS = slice(None)
+
 
 def _inverse_softplus(value: float) -> float:
     return math.log(math.expm1(value))
@@ -84,6 +86,19 @@ class Posterior:
         return self.mean + temperature * correlated * scale.sqrt().unsqueeze(-2)
 
 
+def concatenate_posteriors(parts: list[Posterior]) -> Posterior:
+    """One posterior from posteriors of consecutive blocks of latent dimensions (the
+    dimensions are independent, so this equals the posterior computed in one go)."""
+    dofs = [part.dof for part in parts]
+    return Posterior(
+        torch.cat([part.mean for part in parts], dim=1),
+        torch.cat([part.cov_factor for part in parts], dim=0),
+        None if dofs[0] is None else torch.cat(dofs),
+        torch.cat([part.variance_factor for part in parts]),
+        parts[0].n_contexts,
+    )
+
+
 class LatentProcess(nn.Module, ABC):
     """Base class: prior mean, dof and covariance per latent dimension."""
 
@@ -99,15 +114,17 @@ class LatentProcess(nn.Module, ABC):
         return 2.0 + F.softplus(self.raw_dof) + 1e-3 if self.student_t else None
 
     @abstractmethod
-    def covariance(self, poses_a: torch.Tensor, poses_b: torch.Tensor | None = None) -> torch.Tensor:
+    def covariance(self, poses_a: torch.Tensor, poses_b: torch.Tensor | None = None,
+                   dims: slice = ALL_DIMS) -> torch.Tensor:
         """Covariance between elements at poses_a (..., n) and at poses_b (..., m): (..., D, n, m).
 
         ``poses_b=None`` means the elements of ``poses_a`` with themselves (white noise on
         the diagonal); otherwise the two sets are different elements, even at equal poses.
+        ``dims`` restricts it to those latent dimensions (they are independent).
         """
 
-    def _chol(self, poses: torch.Tensor) -> torch.Tensor:
-        return torch.linalg.cholesky(self.covariance(poses))
+    def _chol(self, poses: torch.Tensor, dims: slice = ALL_DIMS) -> torch.Tensor:
+        return torch.linalg.cholesky(self.covariance(poses, dims=dims))
 
     def _innovations(self, z: torch.Tensor, poses: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Standardised innovations and Gaussian conditional variances, both (B, D, n)."""
@@ -140,31 +157,35 @@ class LatentProcess(nn.Module, ABC):
         return student_t_log_prob(residual, torch.zeros_like(residual), predictive_variance, predictive_dof).sum(1)
 
     def posterior(
-        self, context_z: torch.Tensor, context_poses: torch.Tensor, query_poses: torch.Tensor
+        self, context_z: torch.Tensor, context_poses: torch.Tensor, query_poses: torch.Tensor,
+        dims: slice = ALL_DIMS,
     ) -> Posterior:
-        """Joint predictive at ``query_poses`` (Q,) given contexts (n, D) at (n,) poses."""
-        d = self.dim
-        mean = self.prior_mean.expand(len(query_poses), d)
-        k_qq = self.covariance(query_poses)  # (D, Q, Q)
+        """Joint predictive at ``query_poses`` (Q,) given contexts (n, D) at (n,) poses
+        (for the latent dimensions ``dims`` only: see :func:`concatenate_posteriors`)."""
+        prior_mean = self.prior_mean[dims]
+        dof = None if self.dof is None else self.dof[dims]
+        d = len(prior_mean)
+        mean = prior_mean.expand(len(query_poses), d)
+        k_qq = self.covariance(query_poses, dims=dims)  # (D, Q, Q)
         jitter = 1e-5 * torch.eye(len(query_poses), device=k_qq.device, dtype=k_qq.dtype)
         n = len(context_poses)
         if n == 0:
             factor = torch.ones(d, device=mean.device, dtype=mean.dtype)
-            return Posterior(mean.clone(), torch.linalg.cholesky(k_qq + jitter), self.dof, factor, 0)
-        chol_cc = self._chol(context_poses)  # (D, n, n)
-        k_cq = self.covariance(context_poses, query_poses)  # (D, n, Q)
-        centred = (context_z - self.prior_mean).transpose(0, 1).unsqueeze(-1)  # (D, n, 1)
+            return Posterior(mean.clone(), torch.linalg.cholesky(k_qq + jitter), dof, factor, 0)
+        chol_cc = self._chol(context_poses, dims)  # (D, n, n)
+        k_cq = self.covariance(context_poses, query_poses, dims=dims)  # (D, n, Q)
+        centred = (context_z[:, dims] - prior_mean).transpose(0, 1).unsqueeze(-1)  # (D, n, 1)
         white = torch.linalg.solve_triangular(chol_cc, centred, upper=False)  # (D, n, 1)
         projection = torch.linalg.solve_triangular(chol_cc, k_cq, upper=False)  # (D, n, Q)
         mean = mean + (projection.transpose(1, 2) @ white).squeeze(-1).transpose(0, 1)
         cond_cov = k_qq - projection.transpose(1, 2) @ projection
         cov_factor = torch.linalg.cholesky(cond_cov + jitter)
-        if self.dof is None:
+        if dof is None:
             factor = torch.ones(d, device=mean.device, dtype=mean.dtype)
         else:
             beta = (white.squeeze(-1) ** 2).sum(-1)
-            factor = (self.dof + beta - 2) / (self.dof + n - 2)
-        return Posterior(mean, cov_factor, self.dof, factor, n)
+            factor = (dof + beta - 2) / (dof + n - 2)
+        return Posterior(mean, cov_factor, dof, factor, n)
 
 
 class ExchangeableProcess(LatentProcess):
@@ -186,12 +207,13 @@ class ExchangeableProcess(LatentProcess):
     def covariance_offdiag(self) -> torch.Tensor:
         return self.variance * torch.sigmoid(self.raw_correlation)
 
-    def covariance(self, poses_a: torch.Tensor, poses_b: torch.Tensor | None = None) -> torch.Tensor:
+    def covariance(self, poses_a: torch.Tensor, poses_b: torch.Tensor | None = None,
+                   dims: slice = ALL_DIMS) -> torch.Tensor:
         """Poses are ignored: v between an element and itself, ρ between any two others."""
-        v, rho = self.variance, self.covariance_offdiag
+        v, rho = self.variance[dims], self.covariance_offdiag[dims]
         n = poses_a.shape[-1]
         m = n if poses_b is None else poses_b.shape[-1]
-        shape = (*poses_a.shape[:-1], self.dim, n, m)
+        shape = (*poses_a.shape[:-1], len(v), n, m)
         out = rho[:, None, None].expand(shape).clone()
         if poses_b is None:
             out = out + (v - rho)[:, None, None] * torch.eye(n, device=out.device, dtype=out.dtype)
@@ -275,8 +297,9 @@ class PoseAwareProcess(LatentProcess):
             return (1 + scaled + scaled**2 / 3) * torch.exp(-scaled)
         return torch.exp(-scaled)
 
-    def covariance(self, poses_a: torch.Tensor, poses_b: torch.Tensor | None = None) -> torch.Tensor:
-        p = self.parameters_positive
+    def covariance(self, poses_a: torch.Tensor, poses_b: torch.Tensor | None = None,
+                   dims: slice = ALL_DIMS) -> torch.Tensor:
+        p = {name: value[dims] for name, value in self.parameters_positive.items()}
         same_elements = poses_b is None
         poses_b = poses_a if poses_b is None else poses_b
         scale = max(self.n_poses - 1, 1)
