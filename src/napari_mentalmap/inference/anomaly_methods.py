@@ -4,12 +4,20 @@ anomaly dock lists them before the models load; :mod:`.anomaly` re-exports the n
 
 from __future__ import annotations
 
+from collections.abc import Generator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..checkpoints import shipped
 from ..models.kinds import DAE_KINDS, KINDS
+from .jobs import Progress
+from .labels import LabelUpdater
+
+if TYPE_CHECKING:
+    from .anomaly import AnomalyResult
 
 ANOMALY_KINDS: tuple[str, ...] = KINDS + DAE_KINDS
 """Every anomaly model kind: the VAEs and the denoising autoencoder (``dae2d``)."""
@@ -113,3 +121,29 @@ def shipped_auto_thresholds(method: str, residual: str) -> dict[str, float]:
     """The shipped Auto threshold of ``method`` and ``residual`` for every target that has one."""
     found = {target: auto_threshold(method, residual, target) for target in TARGETS}
     return {target: value for target, value in found.items() if value is not None}
+
+
+@dataclass
+class PreparedAnomaly:
+    """A finished map with what its display needs, computed in the worker thread."""
+
+    result: AnomalyResult
+    thresholds: dict[str, float]  # target -> Auto threshold
+    limits: tuple[float, float]  # contrast limits of the overlay
+    start: float  # the threshold shown first
+    proposal: LabelUpdater  # already thresholded at ``start``
+
+
+def prepared_anomaly_job(job, target: str, min_size: int) -> Generator[Progress, None, PreparedAnomaly]:
+    """Run ``job`` (an :func:`anomaly_job`) and prepare its display off the GUI thread: the
+    overlay's contrast limits (the upper tail, readable over the FLAIR) and the proposal at
+    the first threshold (Auto for ``target`` when there is one)."""
+    result, thresholds = yield from job
+    yield 1, 1, "preparing the labels"
+    anomaly = result.anomaly
+    inside = anomaly[anomaly > 0]
+    low, top = (float(v) for v in np.percentile(inside, [75, 99.9])) if inside.size else (0.0, 1.0)
+    start = thresholds.get(target, top / 2)
+    proposal = LabelUpdater(anomaly)
+    proposal.update(start, min_size)
+    return PreparedAnomaly(result, thresholds, (low, max(top, low + 1e-6)), start, proposal)

@@ -25,7 +25,7 @@ from scipy import ndimage
 from skimage import filters
 
 from ..checkpoints import shipped
-from ..io.preprocess import NoBrainError, brain_mask, fill_holes, largest_component_filled
+from ..io.masks import NoBrainError, brain_mask, fill_holes, largest_component_filled
 from .jobs import Job, run_to_completion
 
 SKULLSTRIP_WEIGHTS = shipped("skullstrip").path

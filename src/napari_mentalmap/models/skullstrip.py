@@ -22,7 +22,7 @@ from scipy import ndimage
 from skimage import filters
 from torch import nn
 
-from ..io.preprocess import largest_component_filled
+from ..io.masks import largest_component_filled
 from .config import DictConfig
 
 

@@ -20,25 +20,20 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import (
-    QComboBox,
-    QLabel,
-    QProgressBar,
-    QPushButton,
-    QSpinBox,
-    QWidget,
-)
+from qtpy.QtWidgets import QComboBox, QLabel, QProgressBar, QPushButton, QSpinBox, QWidget
 from superqt import QLabeledDoubleSlider
 
 from ..inference.anomaly_methods import (
     ANOMALY_KINDS,
     INTENSITY_METHOD,
     RESIDUALS,
+    PreparedAnomaly,
     anomaly_job,
     modality_warning,
+    prepared_anomaly_job,
     weights_path,
 )
-from ..inference.labels import DEFAULT_MIN_SIZE, EditedLabels, LabelUpdater
+from ..inference.labels import DEFAULT_MIN_SIZE, EditedLabels
 from ..models.kinds import KINDS
 from ._forms import column, form, row
 from ._layers import aligned_with, input_images, is_result, scroll_content, update_layer
@@ -47,7 +42,6 @@ from ._worker import JobRunner, LatestOnly, warm_up
 if TYPE_CHECKING:
     import napari
 
-    from ..inference.anomaly import AnomalyResult
 
 NO_TRUTH = "(none)"
 DEFAULT_METHOD = INTENSITY_METHOD  # best on validation and on every manual-label test set (README)
@@ -76,36 +70,9 @@ class SourceResult:
 
 def _propose(request: tuple[SourceResult, float, int]) -> tuple[SourceResult, float, int, float]:
     """Worker side of a slider move: the model's proposal at the new threshold and min size."""
-    result, threshold, min_size = request
     started = time.perf_counter()
-    result.labels.proposal.update(threshold, min_size)
-    return result, threshold, min_size, 1000 * (time.perf_counter() - started)
-
-
-@dataclass
-class PreparedAnomaly:
-    """A finished map with what its display needs, computed in the worker thread."""
-
-    result: AnomalyResult
-    thresholds: dict[str, float]  # target -> Auto threshold
-    limits: tuple[float, float]  # contrast limits of the overlay
-    start: float  # the threshold shown first
-    proposal: LabelUpdater  # already thresholded at ``start``
-
-
-def prepared_anomaly_job(job, target: str, min_size: int):
-    """Run ``job`` (an :func:`anomaly_job`) and prepare its display off the GUI thread: the
-    overlay's contrast limits (the upper tail, readable over the FLAIR) and the proposal at
-    the first threshold (Auto for ``target`` when there is one)."""
-    result, thresholds = yield from job
-    yield 1, 1, "preparing the labels"
-    anomaly = result.anomaly
-    inside = anomaly[anomaly > 0]
-    low, top = (float(v) for v in np.percentile(inside, [75, 99.9])) if inside.size else (0.0, 1.0)
-    start = thresholds.get(target, top / 2)
-    proposal = LabelUpdater(anomaly)
-    proposal.update(start, min_size)
-    return PreparedAnomaly(result, thresholds, (low, max(top, low + 1e-6)), start, proposal)
+    request[0].labels.proposal.update(*request[1:])
+    return (*request, 1000 * (time.perf_counter() - started))
 
 
 class AnomalyWidget(QWidget):
@@ -320,12 +287,12 @@ class AnomalyWidget(QWidget):
             else:
                 labels_layer = self.viewer.add_labels(labels.labels, name=f"{source.name} anomaly labels",
                                                       opacity=0.6, **aligned_with(source, "anomaly labels"))
-            self.results[source.name] = SourceResult(source, method, image_layer, labels_layer, labels,
-                                                     dict(thresholds), start, list(result.warnings))
+            shown = self.results[source.name] = SourceResult(source, method, image_layer, labels_layer, labels,
+                                                             dict(thresholds), start, list(result.warnings))
             if self.layer_combo.currentText() != source.name:
                 self.layer_combo.setCurrentText(source.name)
-            self._show_controls_for(self.results[source.name])
-            self.update_labels()
+            self._show_controls_for(shown)
+            self._show_labels(shown, shown.threshold, int(self.min_size.value()))
             return labels_layer.name
 
         return [image_step, labels_step]
@@ -373,7 +340,6 @@ class AnomalyWidget(QWidget):
         result = self.current
         if result is None:
             return
-        result.labels.absorb_edits()
         result.labels.reset()
         result.labels_layer.refresh()
         self.update_dice()
@@ -393,15 +359,8 @@ class AnomalyWidget(QWidget):
             return
         self._show_labels(result, threshold, min_size, worker_ms)
 
-    def update_labels(self, value: object = None) -> None:
-        """Re-threshold the current map into its labels now, keeping the user's edits (and update Dice)."""
-        result = self.current
-        if result is None:
-            return
-        result.threshold = float(self.threshold_slider.value())
-        self._show_labels(result, result.threshold, int(self.min_size.value()))
-
     def _show_labels(self, result: SourceResult, threshold: float, min_size: int, worker_ms: float = 0.0) -> None:
+        """Threshold ``result``'s map into its labels now, keeping the user's edits (and update Dice)."""
         started = time.perf_counter()
         result.labels.update(threshold, min_size)  # a no-op proposal when the worker made it
         result.labels_layer.refresh()
