@@ -114,7 +114,11 @@ MEAN_BATCH = 16  # poses decoded per step of the mean image
 
 def context_slice_images(normalised: np.ndarray, mapping: GridMapping, slices: list[int]) -> np.ndarray:
     """The acquired slices (input axial indices) resampled in-plane onto the model grid
-    (with the volume's anti-aliasing, computed once for all of them)."""
+    (with the volume's anti-aliasing, computed once for all of them).
+
+    The anti-aliasing is 3-D, as for the training slices: a context mixes in about one
+    neighbouring slice each side, as a thick-slice acquisition averages over its slab.
+    """
     images = []
     filtered = anti_alias(np.asarray(normalised, dtype=np.float32), mapping.step) if slices else normalised
     for index in slices:
