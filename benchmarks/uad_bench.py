@@ -4,7 +4,8 @@
 
 Volumes: open_ms patient07 at 1 mm (182 x 218 x 182, from ../shared/data) and the
 shipped 2 mm sample. Map time = automatic brain mask + model grid + VAE/DAE + back to the
-input grid, as the widget runs it (model loading excluded, reported apart). Slider time
+input grid, as the widget runs it (model loading excluded, reported apart); the same for the
+dock's default (the DAE-gated intensity) and the intensity method. Slider time
 = ``LabelUpdater.update`` (threshold + components under 10 voxels removed) over 15
 thresholds swept 3 times (median, 95th percentile and worst of the 45 updates); with ``--widget`` also the whole widget update (Labels layer refresh, Dice)
 in an offscreen napari viewer. Prints a Markdown table.
@@ -23,8 +24,13 @@ from napari_mentalmap._sample_data import SAMPLE_FLAIR, SAMPLE_LESIONS
 from napari_mentalmap.data.subjects import data_root
 from napari_mentalmap.inference.anomaly import (
     ANOMALY_KINDS,
+    GATED_METHOD,
+    GATED_MODEL,
+    INTENSITY_METHOD,
     LabelUpdater,
     anomaly_map,
+    gated_intensity_map,
+    intensity_anomaly_map,
     load_anomaly_model,
     run_job,
     weights_path,
@@ -102,12 +108,18 @@ def main() -> None:
         header += " widget update (ms, median / p95 / worst) |"
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
-    for kind in ANOMALY_KINDS:  # the VAEs and the denoising autoencoder
-        if not weights_path(kind).exists():
+    jobs = {GATED_METHOD: (GATED_MODEL, gated_intensity_map), INTENSITY_METHOD: (None, None)}
+    jobs.update({kind: (kind, anomaly_map) for kind in ANOMALY_KINDS})  # the VAEs and the denoising autoencoder
+    for kind, (weights, job) in jobs.items():
+        if weights is not None and not weights_path(weights).exists():
             continue
-        load_seconds, model = timed(lambda kind=kind: load_anomaly_model(kind, "cpu"), repeats=1)
+        load_seconds, model = timed(lambda w=weights: w and load_anomaly_model(w, "cpu"), repeats=1)
         for name, (volume, truth) in volumes.items():
-            seconds, result = timed(lambda v=volume, m=model: run_job(anomaly_map(v.data, v.spacing, m)))
+            if model is None:
+                run = lambda v=volume: run_job(intensity_anomaly_map(v.data, v.spacing, device="cpu"))  # noqa: E731
+            else:
+                run = lambda v=volume, m=model, j=job: run_job(j(v.data, v.spacing, m))  # noqa: E731
+            seconds, result = timed(run)
             line = (f"| {kind} | {name} | {'x'.join(map(str, volume.data.shape))} | {load_seconds:.2f} | "
                     f"{seconds:.2f} | {'{:.1f} / {:.1f} / {:.1f}'.format(*slider_ms(result.anomaly))} |")
             if args.widget:

@@ -157,7 +157,7 @@ def test_predict_latent_writes_latents_and_a_reconstruction_over_the_input(tmp_p
 
 @pytest.mark.parametrize("target", ["lesions", "tumour"])
 def test_predict_anomaly_labels_at_the_target_auto_threshold(tmp_path: Path, target: str) -> None:
-    from napari_mentalmap.inference.anomaly_methods import INTENSITY_METHOD, auto_threshold
+    from napari_mentalmap.inference.anomaly_methods import GATED_METHOD, auto_threshold
     from napari_mentalmap.inference.labels import threshold_labels
 
     out = tmp_path / "out"
@@ -169,7 +169,7 @@ def test_predict_anomaly_labels_at_the_target_auto_threshold(tmp_path: Path, tar
     _same_grid(out / f"{stem}_anomaly_labels.nii.gz", FLAIR)
     assert labels.header.get_intent()[0] == "label"
     anomaly = np.asanyarray(nib.load(str(out / f"{stem}_anomaly.nii.gz")).dataobj)
-    expected = threshold_labels(anomaly, auto_threshold(INTENSITY_METHOD, "", target)) > 0
+    expected = threshold_labels(anomaly, auto_threshold(GATED_METHOD, "", target)) > 0  # the default method
     assert np.array_equal(np.asanyarray(labels.dataobj) > 0, expected)
 
 

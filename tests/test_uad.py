@@ -345,22 +345,29 @@ def test_label_updater_equals_reference_on_a_random_map() -> None:
             assert updater.overlap(truth_index) == np.count_nonzero(expected.ravel()[truth_index])
 
 
-def test_median_filter_in_slabs_equals_the_whole_box() -> None:
-    """Filtering in axial slabs (a progress report after each, for Cancel) changes nothing."""
+@pytest.mark.parametrize("threads", [1, 2])
+def test_median_filter_in_slabs_equals_the_whole_box(threads: int) -> None:
+    """Filtering in axial slabs, ``threads`` at a time (a progress report after each round, for
+    Cancel), changes nothing."""
     from napari_mentalmap.inference.anomaly import median_filtered_job
     from napari_mentalmap.io.preprocess import bounding_box
 
     rng = np.random.default_rng(2)
     anomaly = np.zeros((23, 30, 28), np.float32)
     anomaly[3:20, 4:27, 2:25] = rng.random((17, 23, 23))
-    for size, slabs in ((3, 4), (5, 3), (3, 17)):
-        box = bounding_box(anomaly > 0, pad=size // 2)
-        expected = np.zeros_like(anomaly)
-        expected[box] = ndimage.median_filter(anomaly[box], size=size, mode="constant", cval=0.0)
-        reports: list = []
-        result = run_job(median_filtered_job(anomaly, size, slabs=slabs, progress=(3, 4)), reports.append)
-        np.testing.assert_array_equal(result, expected)
-        assert len(reports) == slabs and all(report[:2] == (3, 4) for report in reports)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for size, slabs in ((3, 4), (5, 3), (3, 17)):
+            box = bounding_box(anomaly > 0, pad=size // 2)
+            expected = np.zeros_like(anomaly)
+            expected[box] = ndimage.median_filter(anomaly[box], size=size, mode="constant", cval=0.0)
+            reports: list = []
+            result = run_job(median_filtered_job(anomaly, size, slabs=slabs, progress=(3, 4)), reports.append)
+            np.testing.assert_array_equal(result, expected)
+            assert len(reports) == -(-slabs // threads) and all(report[:2] == (3, 4) for report in reports)
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_edited_labels_are_the_proposal_under_every_kept_edit() -> None:
@@ -570,6 +577,7 @@ def test_evaluation_table_has_every_set_and_column(monkeypatch, tmp_path) -> Non
     assert any("automatic" in s for s in sets)
     methods = {row["method"] for row in table}
     assert sum(m.endswith("(baseline)") for m in methods) == 2 and any(m.startswith("dae2d") for m in methods)
+    assert evaluation.GATED_LABEL in methods and not evaluation.GATED_LABEL.endswith("(baseline)")
     for method in methods:  # every method on every set
         assert {row["test set"] for row in table if row["method"] == method} == sets
     assert all(0 <= float(row["dice"]) <= 1 and 0 <= float(row["AUPRC"]) <= 1 for row in table)
@@ -600,11 +608,12 @@ def test_every_method_score_and_target_has_an_auto_threshold() -> None:
         AUTO_THRESHOLDS,
         INTENSITY_AUTO_THRESHOLD,
         INTENSITY_METHOD,
+        SCORELESS_METHODS,
         TARGETS,
         auto_threshold,
     )
 
-    for method in (INTENSITY_METHOD, *ANOMALY_KINDS):
+    for method in (*SCORELESS_METHODS, *ANOMALY_KINDS):
         for residual in method_residuals(method):
             for target in TARGETS:
                 value = auto_threshold(method, residual, target)

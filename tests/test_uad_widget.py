@@ -124,6 +124,12 @@ def test_widget_bad_inputs(make_napari_viewer, qtbot, tiny_weights) -> None:
     assert "failed" in widget.status.text()
 
 
+def _use_intensity_method(widget) -> None:
+    from napari_mentalmap.inference.anomaly_methods import INTENSITY_METHOD
+
+    widget.model_combo.setCurrentIndex(widget.model_combo.findData(INTENSITY_METHOD))
+
+
 def _compute(qtbot, widget) -> None:
     assert widget.compute() is not None
     qtbot.waitUntil(lambda: not widget.busy, timeout=30_000)
@@ -133,7 +139,8 @@ def test_edits_survive_slider_auto_recompute_and_save(make_napari_viewer, qtbot,
     """Painted and erased voxels are the user's: the threshold, Auto and a re-computation only
     change the proposal around them; Reset drops them; Dice and the saved file include them."""
     from napari_mentalmap._writer import write_labels
-    from napari_mentalmap.widgets.anomaly import INTENSITY_METHOD, AnomalyWidget
+    from napari_mentalmap.inference.anomaly_methods import GATED_METHOD, INTENSITY_METHOD
+    from napari_mentalmap.widgets.anomaly import AnomalyWidget
 
     viewer = make_napari_viewer()
     viewer.add_image(_volume(), name="FLAIR", scale=(2.0, 1.5, 1.5))
@@ -141,7 +148,9 @@ def test_edits_survive_slider_auto_recompute_and_save(make_napari_viewer, qtbot,
     truth[7:13, 8:14, 8:14] = 1
     viewer.add_labels(truth, name="truth", scale=(2.0, 1.5, 1.5))
     widget = AnomalyWidget(viewer)
-    assert widget.model_combo.currentData() == INTENSITY_METHOD  # the default method
+    assert widget.model_combo.currentData() == GATED_METHOD  # the default method
+    assert not widget.residual_combo.isEnabled()  # one score
+    widget.model_combo.setCurrentIndex(widget.model_combo.findData(INTENSITY_METHOD))
     _compute(qtbot, widget)
     labels = widget.labels_layer
     widget.threshold_slider.setValue(0.745)
@@ -193,6 +202,7 @@ def test_results_per_input_and_only_inputs_listed(make_napari_viewer, qtbot) -> 
     viewer = make_napari_viewer()
     viewer.add_image(_volume(), name="FLAIR A")
     widget = AnomalyWidget(viewer)
+    _use_intensity_method(widget)  # fast; the dock's mechanics do not depend on the method
     _compute(qtbot, widget)
     first = viewer.layers["FLAIR A anomaly labels"]
     first.data[0, 0, 0] = 3  # an edit on A
@@ -280,6 +290,7 @@ def test_slider_labels_in_a_worker_keep_edits_made_meanwhile(make_napari_viewer,
     viewer = make_napari_viewer()
     viewer.add_image(_volume(), name="FLAIR", scale=(2.0, 1.5, 1.5))
     widget = AnomalyWidget(viewer)
+    _use_intensity_method(widget)  # fast; the dock's mechanics do not depend on the method
     _compute(qtbot, widget)
     labels = widget.labels_layer
     top = widget.threshold_slider.maximum()

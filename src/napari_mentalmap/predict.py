@@ -192,20 +192,32 @@ def _setup(args: argparse.Namespace, label: str, load) -> tuple | int:
 def run_anomaly(args: argparse.Namespace) -> int:
     """``mentalmap predict anomaly``; with ``--labels TARGET`` also the labels at that target's
     Auto threshold (or ``--threshold``), small components removed, as in the dock."""
-    from .inference.anomaly import anomaly_map, intensity_anomaly_map, load_anomaly_model
-    from .inference.anomaly_methods import INTENSITY_METHOD, auto_threshold
+    from .inference.anomaly import (
+        anomaly_map,
+        gated_intensity_map,
+        intensity_anomaly_map,
+        load_anomaly_model,
+    )
+    from .inference.anomaly_methods import (
+        GATED_METHOD,
+        GATED_MODEL,
+        INTENSITY_METHOD,
+        auto_threshold,
+    )
     from .inference.labels import DEFAULT_MIN_SIZE, threshold_labels
 
     intensity = args.model == "intensity" and not args.weights
-    setup = _setup(args, "anomaly",
-                   lambda device: None if intensity else load_anomaly_model(args.weights or args.model, device))
+    gated = args.model == "gated" and not args.weights
+    method = INTENSITY_METHOD if intensity else GATED_METHOD if gated else args.model
+    setup = _setup(args, "anomaly", lambda device: None if intensity else load_anomaly_model(
+        GATED_MODEL if gated else args.weights or args.model, device))
     if isinstance(setup, int):
         return setup
     device, model = setup
     threshold = args.threshold
     if args.labels and threshold is None:
         if not args.weights:
-            threshold = auto_threshold(INTENSITY_METHOD if intensity else args.model, "positive", args.labels)
+            threshold = auto_threshold(method, "positive", args.labels)
         elif args.labels == "lesions" and model.residual_kind == "positive":
             threshold = model.threshold
         if threshold is None:
@@ -216,6 +228,7 @@ def run_anomaly(args: argparse.Namespace) -> int:
     def process(path: Path, out_dir: Path) -> list[Path]:
         volume = read_input(path)
         job = (intensity_anomaly_map(volume.data, volume.spacing, device=device) if intensity
+               else gated_intensity_map(volume.data, volume.spacing, model, device=device) if gated
                else anomaly_map(volume.data, volume.spacing, model, device=device))
         result = run_to_completion(job)
         for note in result.warnings:
@@ -361,9 +374,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
     anomaly = kinds.add_parser("anomaly", help="anomaly map of each FLAIR (<stem>_anomaly.nii.gz)")
     _add_common(anomaly)
-    anomaly.add_argument("--model", default="intensity", choices=["intensity", *ANOMALY_KINDS],
-                         help="intensity (the FLAIR intensity baseline, default: best on every test set) or a "
-                              "shipped model; --weights (a VAE/DAE file) overrides it")
+    anomaly.add_argument("--model", default="gated", choices=["gated", "intensity", *ANOMALY_KINDS],
+                         help="gated (the FLAIR intensity gated by the DAE's residual, default: best on "
+                              "validation), intensity (the FLAIR intensity baseline) or a shipped model; "
+                              "--weights (a VAE/DAE file) overrides it")
     anomaly.add_argument("--labels", choices=["lesions", "tumour"], default=None,
                          help="also write <stem>_anomaly_labels.nii.gz at this target's Auto threshold "
                               "(chosen on validation data, as the dock's Auto)")

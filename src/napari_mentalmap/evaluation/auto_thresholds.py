@@ -22,7 +22,18 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..inference.anomaly_methods import ANOMALY_KINDS, INTENSITY_METHOD, RESIDUALS, TARGETS
+from ..inference.anomaly_methods import (
+    ANOMALY_KINDS,
+    GATED_METHOD,
+    GATED_MODEL,
+    INTENSITY_METHOD,
+    RESIDUALS,
+    SCORELESS_METHODS,
+    TARGETS,
+)
+
+GATED_GRID = np.round(np.arange(0.30, 1.0, 0.01), 3)
+"""Candidate Auto thresholds of the gated method (its score is on the intensity's scale)."""
 
 TUMOURS_PER_VOLUME = 2
 TUMOUR_BRIGHTNESS = 1.6
@@ -70,22 +81,30 @@ def synthetic_tumour_volumes(volumes: list) -> list:
 
 
 def method_residuals(method: str) -> tuple[str, ...]:
-    """The scores a method offers: none for the intensity method, both residuals for a model."""
-    return ("",) if method == INTENSITY_METHOD else RESIDUALS
+    """The scores a method offers: none for the intensity and gated methods, both residuals for a model."""
+    return ("",) if method in SCORELESS_METHODS else RESIDUALS
 
 
 def method_maps(method: str, residual: str, volumes: list, load_model: Callable | None = None) -> list[np.ndarray]:
     """The anomaly map of each volume by a shipped method (as the dock computes it)."""
     import warnings
 
-    from ..inference.anomaly import INTENSITY_MEDIAN_AT, anomaly_map, load_anomaly_model, run_job
+    from ..inference.anomaly import (
+        INTENSITY_MEDIAN_AT,
+        anomaly_map,
+        gated_intensity_map,
+        load_anomaly_model,
+        run_job,
+    )
     from .uad import intensity_baseline
 
     if method == INTENSITY_METHOD:
         return [intensity_baseline(v, median_at=INTENSITY_MEDIAN_AT) for v in volumes]
-    model = (load_model or load_anomaly_model)(method, "cpu")
+    model = (load_model or load_anomaly_model)(GATED_MODEL if method == GATED_METHOD else method, "cpu")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        if method == GATED_METHOD:
+            return [run_job(gated_intensity_map(v.image, v.spacing, model, mask=v.mask)).anomaly for v in volumes]
         return [run_job(anomaly_map(v.image, v.spacing, model, mask=v.mask, residual=residual)).anomaly
                 for v in volumes]
 
@@ -99,9 +118,9 @@ def auto_threshold_rows(volumes: list | None = None, methods: tuple[str, ...] | 
     volumes = validation_volumes() if volumes is None else volumes
     tumours = synthetic_tumour_volumes(volumes)
     rows = []
-    for method in methods or (INTENSITY_METHOD, *ANOMALY_KINDS):
+    for method in methods or (*SCORELESS_METHODS, *ANOMALY_KINDS):
         for residual in method_residuals(method):
-            grid = BASELINE_THRESHOLDS if method == INTENSITY_METHOD else FINE_THRESHOLDS
+            grid = {INTENSITY_METHOD: BASELINE_THRESHOLDS, GATED_METHOD: GATED_GRID}.get(method, FINE_THRESHOLDS)
             for target, cases, criterion in (("lesions", volumes, "best mean Dice vs wml_auto (Subj18-20)"),
                                              ("tumour", tumours, "best mean Dice vs synthetic tumours in Subj18-20")):
                 scores = validation_scores(method_maps(method, residual, cases), cases, grid)

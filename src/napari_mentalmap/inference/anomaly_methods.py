@@ -34,6 +34,16 @@ RESIDUALS: tuple[str, ...] = ("positive", "absolute")
 
 INTENSITY_METHOD = "FLAIR intensity (baseline)"
 """The intensity baseline offered in the dock and the CLI beside the VAEs."""
+GATED_METHOD = "DAE-gated FLAIR intensity"
+"""The default method: the intensity method gated by the denoising autoencoder's residual
+(:func:`.anomaly.gated_intensity`), chosen on the validation FLAIRs (docs/uad.md)."""
+GATED_MODEL = "dae2d"
+"""The model whose residual gates the intensity."""
+GATE_SCALE = 0.1
+"""The DAE residual (normalised intensity units) that lets a voxel's intensity count fully;
+chosen on validation (AUPRC over 0.05 / 0.1 / 0.2 / 0.3, ``scripts/uad_hybrid.py``)."""
+SCORELESS_METHODS: tuple[str, ...] = (GATED_METHOD, INTENSITY_METHOD)
+"""Methods with a single score (no residual choice)."""
 INTENSITY_MEDIAN_AT = 0.5
 INTENSITY_AUTO_THRESHOLD = 0.745
 """Auto threshold of the intensity method, chosen on the validation FLAIRs (Subj18-20 vs
@@ -62,6 +72,8 @@ TARGETS: tuple[str, ...] = ("lesions", "tumour")
 """What the Auto threshold is chosen for: small lesions (MS, white matter) or a tumour."""
 
 AUTO_THRESHOLDS: dict[str, float] = {
+    "DAE-gated FLAIR intensity||lesions": 0.83,
+    "DAE-gated FLAIR intensity||tumour": 0.85,
     "FLAIR intensity (baseline)||lesions": 0.745,
     "FLAIR intensity (baseline)||tumour": 0.745,
     "dense2d|positive|lesions": 0.21,
@@ -91,7 +103,7 @@ on the validation FLAIRs by ``mentalmap eval uad-auto`` (see ``evaluation.auto_t
 
 def auto_threshold(method: str, residual: str, target: str) -> float | None:
     """The shipped Auto threshold of a method, score and target (None when there is none)."""
-    score = "" if method == INTENSITY_METHOD else residual
+    score = "" if method in SCORELESS_METHODS else residual
     return AUTO_THRESHOLDS.get(f"{method}|{score}|{target}")
 
 
@@ -102,12 +114,15 @@ def anomaly_job(data: np.ndarray, spacing: tuple[float, float, float], method: s
 
     Returns the result and its Auto thresholds per target (``TARGETS``): the shipped table for
     the shipped weights; for other weights, their own (lesion) threshold when it was chosen
-    for ``residual``.
+    for ``residual``. ``GATED_METHOD`` runs on the shipped ``GATED_MODEL`` weights.
     """
-    from .anomaly import anomaly_map, intensity_anomaly_map, load_anomaly_model
+    from .anomaly import anomaly_map, gated_intensity_map, intensity_anomaly_map, load_anomaly_model
 
     if method == INTENSITY_METHOD:
         result = yield from intensity_anomaly_map(data, spacing, device=device)
+        return result, shipped_auto_thresholds(method, residual)
+    if method == GATED_METHOD:
+        result = yield from gated_intensity_map(data, spacing, load_anomaly_model(GATED_MODEL, device))
         return result, shipped_auto_thresholds(method, residual)
     model = load_anomaly_model(weights or method, device)
     result = yield from anomaly_map(data, spacing, model, residual=residual)

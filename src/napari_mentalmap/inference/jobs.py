@@ -27,3 +27,18 @@ def run_to_completion(job: Generator[Progress, None, Result],
             return stop.value
         if on_progress is not None:
             on_progress(report)
+
+
+def part_of(job: Generator[Progress, None, Result], start: int, span: int, total: int) -> Job:
+    """Run ``job`` as one part of a larger job: its ``(done, of, message)`` reports become
+    ``(start + span * done / of, total, message)``; returns its result. Closing the larger job
+    closes ``job`` too (a cancel stops it at once)."""
+    try:
+        while True:
+            try:
+                done, of, message = next(job)
+            except StopIteration as stop:
+                return stop.value
+            yield start + (span * done) // max(of, 1), total, message
+    finally:
+        job.close()

@@ -1,8 +1,8 @@
 """Anomaly maps dock widget: a score map over a FLAIR, thresholded live into editable labels.
 
-Methods: the FLAIR intensity baseline (default: it is the best method on our validation
-and test sets, see the README) and the four VAEs of Lambert et al. Every job runs through
-:class:`._worker.JobRunner` (progress, Cancel, one error path, staged display). Results
+Methods: the DAE-gated FLAIR intensity (default: the best method on validation, see
+docs/uad.md), the FLAIR intensity baseline, the denoising autoencoder and the four VAEs of
+Lambert et al. Jobs run through :class:`._worker.JobRunner` (progress, Cancel). Results
 are per input: "<name> anomaly" and "<name> anomaly labels" are tied to their source;
 re-computing on the same image updates them in place, another image gets its own. The
 labels are :class:`inference.labels.EditedLabels`: the threshold only changes the model's
@@ -25,8 +25,9 @@ from superqt import QLabeledDoubleSlider
 
 from ..inference.anomaly_methods import (
     ANOMALY_KINDS,
-    INTENSITY_METHOD,
+    GATED_METHOD,
     RESIDUALS,
+    SCORELESS_METHODS,
     PreparedAnomaly,
     anomaly_job,
     modality_warning,
@@ -44,8 +45,8 @@ if TYPE_CHECKING:
 
 
 NO_TRUTH = "(none)"
-DEFAULT_METHOD = INTENSITY_METHOD  # best on validation and on every manual-label test set (README)
-METHODS = (INTENSITY_METHOD, *ANOMALY_KINDS)
+DEFAULT_METHOD = GATED_METHOD  # best on validation (docs/uad.md)
+METHODS = (*SCORELESS_METHODS, *ANOMALY_KINDS)
 MODEL_MODULES = ("napari_mentalmap.inference.anomaly", "pandas")
 """Imported in a worker thread when the dock opens: torch and the models, and pandas, which
 napari imports when the first Labels layer is made (0.26 s in the GUI thread otherwise)."""
@@ -89,7 +90,7 @@ class AnomalyWidget(QWidget):
         self.layer_combo = QComboBox()
         self.model_combo = QComboBox()
         for method in METHODS:
-            label = (method if method == INTENSITY_METHOD else f"VAE {method} (Lambert et al.)" if method in KINDS
+            label = (method if method in SCORELESS_METHODS else f"VAE {method} (Lambert et al.)" if method in KINDS
                      else f"DAE {method} (Kascenas et al.)")
             self.model_combo.addItem(label, method)
         self.model_combo.setCurrentIndex(METHODS.index(DEFAULT_METHOD))
@@ -211,7 +212,7 @@ class AnomalyWidget(QWidget):
         return self.viewer.layers[name] if name in self.viewer.layers else None
 
     def _method_changed(self, index: object = None) -> None:
-        self.residual_combo.setEnabled(self.model_combo.currentData() != INTENSITY_METHOD)
+        self.residual_combo.setEnabled(self.model_combo.currentData() not in SCORELESS_METHODS)
 
     def _source_changed(self, name: str) -> None:
         self._truth_cache = None

@@ -1,0 +1,108 @@
+"""Is a FLAIR voxel an anomaly when it is bright *and* brighter than the DAE expects there?
+(docs/uad.md, "DAE-gated intensity")
+
+    MENTALMAP_CACHE=/work/cache .venv/bin/python scripts/uad_hybrid.py validate
+    MENTALMAP_CACHE=/work/cache .venv/bin/python scripts/uad_hybrid.py test FORM SCALE
+
+``validate`` scores every candidate score on the validation FLAIRs (Subj18-20 vs ``wml_auto``)
+and prints the table the choice is made from; ``test`` scores one chosen candidate on the test
+sets with the half/half protocol (thresholds chosen on the other half), next to the baseline.
+Both maps come from the shipped code (``intensity_score``: median-normalised intensity ×
+eroded mask, median-filtered; ``anomaly_map`` with ``dae2d``: ``max(x - x_hat, 0)``, same
+post-processing) and are cached under ``$MENTALMAP_CACHE/uad_hybrid``.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+
+import numpy as np
+
+from napari_mentalmap.data.splits import SPLITS
+from napari_mentalmap.data.subjects import cache_dir
+from napari_mentalmap.evaluation.uad import (
+    TEST_SETS,
+    dice_table,
+    half_half_protocol,
+    load_test_volume,
+)
+from napari_mentalmap.inference.anomaly import (
+    anomaly_map,
+    intensity_score,
+    load_anomaly_model,
+    run_job,
+)
+from napari_mentalmap.metrics import average_precision
+
+GRID = np.round(np.arange(0.02, 1.0, 0.02), 3)
+
+
+def maps_for(subject: str, model) -> tuple[np.ndarray, np.ndarray, object]:
+    """(intensity score, DAE residual, volume) of one subject, cached."""
+    path = cache_dir() / "uad_hybrid" / f"{subject}.npz"
+    volume = load_test_volume(subject)
+    if path.exists():
+        with np.load(path) as stored:
+            return stored["intensity"], stored["residual"], volume
+    intensity = intensity_score(volume.image, volume.spacing, volume.mask)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        residual = run_job(anomaly_map(volume.image, volume.spacing, model, mask=volume.mask)).anomaly
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, intensity=intensity.astype(np.float16), residual=residual.astype(np.float16))
+    return intensity, residual, volume
+
+
+def hybrid(intensity: np.ndarray, residual: np.ndarray, form: str, scale: float) -> np.ndarray:
+    """Candidate scores in [0, 1]: the intensity gated by the DAE residual (``scale`` = the residual
+    that counts fully), their geometric mean, or the residual alone (for reference)."""
+    intensity = intensity.astype(np.float32)
+    gate = np.clip(residual.astype(np.float32) / scale, 0.0, 1.0)
+    if form == "gated":
+        return intensity * gate
+    if form == "geometric":
+        return np.sqrt(np.clip(intensity, 0, None) * gate)
+    if form == "sum":
+        return 0.5 * (np.clip(intensity, 0, 1) + gate)
+    if form == "intensity":
+        return intensity
+    raise ValueError(form)
+
+
+CANDIDATES = [("intensity", 1.0)] + [(form, scale) for form in ("gated", "geometric", "sum")
+                                     for scale in (0.05, 0.1, 0.2, 0.3)]
+
+
+def scores(maps, volumes) -> dict:
+    truths = [v.truth for v in volumes]
+    dices = dice_table(maps, truths, GRID)
+    curve = dices.mean(axis=0)
+    auprc = np.mean([average_precision(m[v.mask], v.truth[v.mask]) for m, v in zip(maps, volumes, strict=True)])
+    return {"AUPRC": float(auprc), "auto": float(GRID[int(np.argmax(curve))]), "dice at auto": float(curve.max()),
+            "half/half": half_half_protocol(dices, GRID)["dice"]}
+
+
+def main() -> None:
+    model = load_anomaly_model("dae2d", "cpu")
+    if sys.argv[1] == "validate":
+        data = [maps_for(s, model) for s in SPLITS["nichart_val"]]
+        print("| form | scale | AUPRC | Auto | Dice at Auto | half/half Dice |\n|---|---|---|---|---|---|")
+        for form, scale in CANDIDATES:
+            result = scores([hybrid(i, r, form, scale) for i, r, _ in data], [v for *_, v in data])
+            print(f"| {form} | {scale} | {result['AUPRC']:.3f} | {result['auto']:.2f} | "
+                  f"{result['dice at auto']:.3f} | {result['half/half']:.3f} |")
+        return
+    form, scale = sys.argv[2], float(sys.argv[3])
+    print("| set | method | half/half Dice | AUPRC |\n|---|---|---|---|")
+    for test_set, subjects in TEST_SETS.items():
+        data = [maps_for(s, model) for s in subjects]
+        volumes = [v for *_, v in data]
+        for name, (f, s) in {"median-normalised intensity (baseline)": ("intensity", 1.0),
+                             f"{form} {scale}": (form, scale)}.items():
+            result = scores([hybrid(i, r, f, s) for i, r, _ in data], volumes)
+            print(f"| {test_set} | {name} | {result['half/half']:.3f} | {result['AUPRC']:.3f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""The DAE-gated intensity method (the anomaly dock's default) and the sub-job helper it runs on."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_mentalmap.inference.anomaly import (
+    GATE_SCALE,
+    anomaly_map,
+    gated_intensity,
+    gated_intensity_map,
+    intensity_score,
+    load_anomaly_model,
+    run_job,
+)
+from napari_mentalmap.inference.jobs import part_of
+
+
+def test_gated_intensity_invariants() -> None:
+    rng = np.random.default_rng(0)
+    intensity = rng.uniform(-0.2, 1.3, (6, 7, 8)).astype(np.float32)
+    residual = rng.uniform(0.0, 0.3, intensity.shape).astype(np.float32)
+    score = gated_intensity(intensity, residual)
+    assert score.dtype == np.float32 and score.shape == intensity.shape
+    assert score.min() >= 0.0 and score.max() <= 1.0
+    # no residual: nothing; a residual of at least the scale: the intensity counts fully
+    assert not gated_intensity(intensity, np.zeros_like(residual)).any()
+    full = residual >= GATE_SCALE
+    np.testing.assert_allclose(score[full], np.sqrt(np.clip(intensity[full], 0, 1)), rtol=1e-6)
+    # monotone in both inputs
+    assert (gated_intensity(intensity + 0.1, residual) >= score).all()
+    assert (gated_intensity(intensity, residual + 0.01) >= score).all()
+    with pytest.raises(ValueError, match="differ"):
+        gated_intensity(intensity, residual[:-1])
+    with pytest.raises(ValueError, match="scale"):
+        gated_intensity(intensity, residual, scale=0.0)
+
+
+def _flair_with_lesion() -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
+    rng = np.random.default_rng(1)
+    image = np.zeros((24, 40, 36), np.float32)
+    mask = np.zeros(image.shape, bool)
+    mask[3:21, 5:35, 5:31] = True
+    image[mask] = 100 + 8 * rng.standard_normal(int(mask.sum()))
+    image[10:14, 18:23, 15:20] += 70  # a hyperintense lesion
+    return image, mask, (2.0, 2.0, 2.0)
+
+
+def test_gated_map_combines_the_shipped_maps_on_the_input_grid() -> None:
+    image, mask, spacing = _flair_with_lesion()
+    model = load_anomaly_model("dae2d")
+    reports: list = []
+    result = run_job(gated_intensity_map(image, spacing, model, mask=mask), reports.append)
+    residual = run_job(anomaly_map(image, spacing, model, mask=mask)).anomaly
+    intensity = intensity_score(image, spacing, mask)
+    np.testing.assert_array_equal(result.anomaly, gated_intensity(intensity, residual))
+    assert result.anomaly.shape == image.shape and np.array_equal(result.brain_mask, mask)
+    assert result.reconstruction is not None  # the DAE's, for the record
+    assert reports[-1] == (10, 10, "done") and all(total == 10 for _, total, _ in reports)
+    lesion = np.zeros(image.shape, bool)
+    lesion[10:14, 18:23, 15:20] = True
+    assert result.anomaly[lesion].mean() > 2 * result.anomaly[mask & ~lesion].mean()
+
+
+def test_part_of_rescales_progress_and_closes_the_inner_job() -> None:
+    closed = []
+
+    def inner():
+        try:
+            for i in range(4):
+                yield i, 4, f"step {i}"
+            return "result"
+        finally:
+            closed.append(True)
+
+    def outer():
+        value = yield from part_of(inner(), 2, 6, 10)
+        yield 10, 10, "done"
+        return value
+
+    reports: list = []
+    assert run_job(outer(), reports.append) == "result"
+    assert [r[0] for r in reports] == [2, 3, 5, 6, 10] and all(r[1] == 10 for r in reports)
+    assert closed == [True]
+    closed.clear()
+    job = outer()
+    next(job)
+    job.close()  # a cancel in the middle
+    assert closed == [True]
+
+
+def test_dock_runs_the_gated_method_by_default_at_its_auto_threshold(make_napari_viewer, qtbot) -> None:
+    from napari_mentalmap.inference.anomaly_methods import GATED_METHOD, auto_threshold
+    from napari_mentalmap.widgets.anomaly import AnomalyWidget
+
+    image, _, spacing = _flair_with_lesion()
+    viewer = make_napari_viewer()
+    viewer.add_image(image, name="FLAIR", scale=spacing)
+    widget = AnomalyWidget(viewer)
+    assert widget.model_combo.currentData() == GATED_METHOD and not widget.residual_combo.isEnabled()
+    assert widget.compute() is not None
+    qtbot.waitUntil(lambda: not widget.busy and widget.current is not None, timeout=60_000)
+    assert widget.current.method == GATED_METHOD
+    auto = auto_threshold(GATED_METHOD, "", widget.target)
+    assert auto is not None and widget.threshold_slider.value() == pytest.approx(auto, abs=1e-3)
+    assert widget.image_layer.data.shape == image.shape
+    np.testing.assert_allclose(widget.labels_layer.scale, spacing)
