@@ -248,7 +248,8 @@ KINDS: dict[str, dict[str, str]] = {
             "A 2-D U-Net trained to remove coarse (low-resolution, upsampled) Gaussian noise from healthy "
             "FLAIR slices, after Kascenas et al. 2022; the anomaly map is max(x - x_hat, 0) of the clean "
             "input inside the brain, on the input's own grid. Offered by the *Anomaly maps* dock and "
-            "`mentalmap predict anomaly --model {kind}`."
+            "`mentalmap predict anomaly --model {kind}`; its residual also gates the FLAIR intensity in "
+            "the default method, the DAE-gated FLAIR intensity (docs/uad.md)."
         ),
         "data": (
             "FLAIR of the NiChart training subjects (Subj1-17), median-standardised inside the brain mask "
