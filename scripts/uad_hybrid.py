@@ -3,10 +3,13 @@
 
     MENTALMAP_CACHE=/work/cache .venv/bin/python scripts/uad_hybrid.py validate
     MENTALMAP_CACHE=/work/cache .venv/bin/python scripts/uad_hybrid.py test FORM SCALE
+    MENTALMAP_CACHE=/work/cache .venv/bin/python scripts/uad_hybrid.py runs RUN_DIR...
 
 ``validate`` scores every candidate score on the validation FLAIRs (Subj18-20 vs ``wml_auto``)
 and prints the table the choice is made from; ``test`` scores one chosen candidate on the test
 sets with the half/half protocol (thresholds chosen on the other half), next to the baseline.
+``runs`` scores the shipped gate (geometric, scale 0.1) on validation with the DAE of each training
+run folder (its ``last.pt``) instead of the shipped one: which DAE checkpoint gates best.
 Both maps come from the shipped code (``intensity_score``: median-normalised intensity ×
 eroded mask, median-filtered; ``anomaly_map`` with ``dae2d``: ``max(x - x_hat, 0)``, same
 post-processing) and are cached under ``$MENTALMAP_CACHE/uad_hybrid``.
@@ -84,6 +87,22 @@ def scores(maps, volumes) -> dict:
 
 
 def main() -> None:
+    if sys.argv[1] == "runs":
+        from napari_mentalmap.evaluation.uad_commands import dae_from_run
+
+        volumes = [load_test_volume(s) for s in SPLITS["nichart_val"]]
+        intensities = [intensity_score(v.image, v.spacing, v.mask) for v in volumes]
+        print("| run | AUPRC | Auto | Dice at Auto | half/half Dice |\n|---|---|---|---|---|")
+        for run in sys.argv[2:]:
+            model = dae_from_run(run)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                residuals = [run_job(anomaly_map(v.image, v.spacing, model, mask=v.mask)).anomaly for v in volumes]
+            result = scores([hybrid(i, r, "geometric", 0.1) for i, r in zip(intensities, residuals, strict=True)],
+                            volumes)
+            print(f"| {run} | {result['AUPRC']:.3f} | {result['auto']:.2f} | {result['dice at auto']:.3f} | "
+                  f"{result['half/half']:.3f} |", flush=True)
+        return
     model = load_anomaly_model("dae2d", "cpu")
     if sys.argv[1] == "validate":
         data = [maps_for(s, model) for s in SPLITS["nichart_val"]]
