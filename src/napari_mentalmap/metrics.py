@@ -96,3 +96,14 @@ def lag1_autocorrelation(deviation: np.ndarray, mask: np.ndarray | None = None) 
     a, b = a - mu, b - mu
     denominator = np.sqrt((a * a).sum() * (b * b).sum())
     return float((a * b).sum() / denominator) if denominator > 0 else 0.0
+
+
+def saturated_fractions(volume: np.ndarray, brain: np.ndarray, intensity_range: tuple[float, float],
+                        top: float = 0.99) -> tuple[float, float]:
+    """(overall, worst axial slice) fraction of ``brain`` pixels of a (P, H, W) ``volume`` at the
+    top of ``intensity_range`` (at or above ``top`` of the way from its low to its high end)."""
+    low, high = intensity_range
+    unit = (np.asarray(volume, np.float64) - low) / max(high - low, 1e-6)
+    at_top = (unit >= top) & brain
+    per_pose = at_top.sum((1, 2)) / np.maximum(brain.sum((1, 2)), 1)
+    return float(at_top.sum() / max(brain.sum(), 1)), float(per_pose.max())

@@ -235,3 +235,27 @@ def save_results(rows: list[Row], out_dir: Path) -> None:
         fig.tight_layout()
         fig.savefig(out_dir / f"ssim_per_pose_{dataset.replace('/', '-')}.png", dpi=110)
         plt.close(fig)
+
+
+def mean_saturation(data: np.ndarray, spacing: tuple[float, float, float], counts=(3, 9),
+                    weights: str | Path | None = None) -> dict[int, tuple[float, float]]:
+    """Per context count: (overall, worst pose) fraction of the brain's model-grid pixels where
+    the BRUNO mean sits at the top of the intensity range (:func:`metrics.saturated_fractions`).
+
+    Contexts are evenly spaced over the slices the model grid covers; the brain is where the
+    prior mean (no contexts) is above 5 % of the range, as the dock would show it.
+    """
+    from ..inference.jobs import run_to_completion
+    from ..inference.mental_map import hallucinate
+    from ..metrics import saturated_fractions
+
+    prior = run_to_completion(hallucinate(data, spacing, [], weights=weights, device="cpu"))
+    start, stop = prior.mapping.covered_slices()
+    found = {}
+    for count in counts:
+        contexts = sorted({int(round(v)) for v in np.linspace(start, stop, count)})
+        result = run_to_completion(hallucinate(data, spacing, contexts, weights=weights, device="cpu"))
+        low, high = result.intensity_range
+        brain = (prior.mean_grid - low) / max(high - low, 1e-6) > 0.05
+        found[count] = saturated_fractions(result.mean_grid, brain, result.intensity_range)
+    return found
