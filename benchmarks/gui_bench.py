@@ -120,7 +120,7 @@ def main() -> None:
     record("mental map: Prior", lambda: mental.run("prior"), lambda: mental.busy)
 
     anomaly.layer_combo.setCurrentText("FLAIR")
-    for method in ("FLAIR intensity (baseline)", "spatial2d"):
+    for method in ("DAE-gated FLAIR intensity", "FLAIR intensity (baseline)", "spatial2d"):  # the default first
         anomaly.model_combo.setCurrentIndex(anomaly.model_combo.findData(method))
         record(f"anomaly: Compute ({method})", anomaly.compute, lambda: anomaly.busy)
     values = iter(np.linspace(0.05, float(anomaly.threshold_slider.maximum()), 12))

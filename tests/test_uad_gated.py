@@ -106,3 +106,30 @@ def test_dock_runs_the_gated_method_by_default_at_its_auto_threshold(make_napari
     assert auto is not None and widget.threshold_slider.value() == pytest.approx(auto, abs=1e-3)
     assert widget.image_layer.data.shape == image.shape
     np.testing.assert_allclose(widget.labels_layer.scale, spacing)
+
+
+def test_cancel_during_the_median_filters_does_not_wait_for_them(monkeypatch) -> None:
+    """Closing the job (a Cancel) while both median filters run returns at once; the filters
+    finish unseen in their threads."""
+    import threading
+
+    from napari_mentalmap.inference import anomaly
+
+    release, started, finished = threading.Event(), threading.Event(), threading.Event()
+
+    def blocked_filter(values, size):
+        started.set()
+        release.wait(timeout=5)
+        finished.set()
+        return values
+
+    image, mask, spacing = _flair_with_lesion()
+    job = gated_intensity_map(image, spacing, load_anomaly_model("dae2d"), mask=mask)
+    monkeypatch.setattr(anomaly, "median_filtered", blocked_filter)
+    for _, _, message in job:
+        if message == "median filters":
+            break
+    assert started.wait(timeout=5)
+    job.close()
+    assert not finished.is_set()  # close returned while the filters were still blocked
+    release.set()

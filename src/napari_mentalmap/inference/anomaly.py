@@ -363,11 +363,15 @@ def gated_intensity_map(volume: np.ndarray, spacing: tuple[float, float, float],
         volume = np.asarray(volume, np.float32)
         value_range = intensity_range(volume, raw.brain_mask, median_at=INTENSITY_MEDIAN_AT)
         unfiltered = normalize_intensity(volume, raw.brain_mask, value_range=value_range) * eroded
-    # both maps' median filters at once (each is single-threaded for the most part)
-    with ThreadPoolExecutor(2) as pool:
+    # both maps' median filters at once (each is single-threaded for the most part); a cancel
+    # (the job closed at a yield) returns at once and leaves the running filters to finish unseen
+    pool = ThreadPoolExecutor(2)
+    try:
         filters = [pool.submit(median_filtered, a, DEFAULT_MEDIAN_SIZE) for a in (raw.anomaly, unfiltered)]
-        while wait(filters, timeout=0.1).not_done:
+        while wait(filters, timeout=0.05).not_done:
             yield 8, 10, "median filters"
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
     residual, intensity = (f.result() for f in filters)
     yield 10, 10, "done"
     return replace(raw, anomaly=gated_intensity(intensity, residual, scale))
