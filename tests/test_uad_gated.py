@@ -63,6 +63,19 @@ def test_gated_map_combines_the_shipped_maps_on_the_input_grid() -> None:
     assert result.anomaly[lesion].mean() > 2 * result.anomaly[mask & ~lesion].mean()
 
 
+def test_gated_map_of_a_dae_normalised_otherwise_computes_the_intensity_itself() -> None:
+    """A DAE whose input is percentile-normalised cannot lend its input to the intensity
+    method (median-normalised): the map is still the composition of the two shipped maps."""
+    from dataclasses import replace
+
+    image, mask, spacing = _flair_with_lesion()
+    shipped = load_anomaly_model("dae2d")
+    model = replace(shipped, grid=replace(shipped.grid, median_at=None))
+    result = run_job(gated_intensity_map(image, spacing, model, mask=mask))
+    residual = run_job(anomaly_map(image, spacing, model, mask=mask)).anomaly
+    np.testing.assert_array_equal(result.anomaly, gated_intensity(intensity_score(image, spacing, mask), residual))
+
+
 def test_part_of_rescales_progress_and_closes_the_inner_job() -> None:
     closed = []
 

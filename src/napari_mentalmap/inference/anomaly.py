@@ -356,13 +356,12 @@ def gated_intensity_map(volume: np.ndarray, spacing: tuple[float, float, float],
     DAE ``model``'s residual (:func:`gated_intensity`), with the DAE's grid and reconstruction."""
     raw = yield from part_of(anomaly_map(volume, spacing, model, mask=mask, device=device, erosion_mm=erosion_mm,
                                          median_size=0), 0, 8, 10)
-    eroded = brain_erosion(raw.brain_mask, spacing, erosion_mm)
     if model.grid.median_at == INTENSITY_MEDIAN_AT and raw.grid is not None:
-        unfiltered = raw.grid.normalised * eroded  # the DAE's input is normalised as the intensity method's
+        # the DAE's input is normalised as the intensity method's: reuse it
+        unfiltered = raw.grid.normalised * brain_erosion(raw.brain_mask, spacing, erosion_mm)
     else:
-        volume = np.asarray(volume, np.float32)
-        value_range = intensity_range(volume, raw.brain_mask, median_at=INTENSITY_MEDIAN_AT)
-        unfiltered = normalize_intensity(volume, raw.brain_mask, value_range=value_range) * eroded
+        unfiltered = yield from part_of(intensity_score_job(np.asarray(volume, np.float32), spacing, raw.brain_mask,
+                                                            erosion_mm, median_size=0), 8, 0, 10)
     # both maps' median filters at once (each is single-threaded for the most part); a cancel
     # (the job closed at a yield) returns at once and leaves the running filters to finish unseen
     pool = ThreadPoolExecutor(2)
