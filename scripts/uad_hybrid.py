@@ -24,19 +24,15 @@ import numpy as np
 
 from napari_mentalmap.data.splits import SPLITS
 from napari_mentalmap.data.subjects import cache_dir
-from napari_mentalmap.evaluation.uad import (
-    TEST_SETS,
-    dice_table,
-    half_half_protocol,
-    load_test_volume,
-)
+from napari_mentalmap.evaluation.calibration import validation_scores
+from napari_mentalmap.evaluation.uad import TEST_SETS, load_test_volume
 from napari_mentalmap.inference.anomaly import (
     anomaly_map,
+    gated_intensity,
     intensity_score,
     load_anomaly_model,
     run_job,
 )
-from napari_mentalmap.metrics import average_precision
 
 GRID = np.round(np.arange(0.02, 1.0, 0.02), 3)
 
@@ -58,14 +54,15 @@ def maps_for(subject: str, model) -> tuple[np.ndarray, np.ndarray, object]:
 
 
 def hybrid(intensity: np.ndarray, residual: np.ndarray, form: str, scale: float) -> np.ndarray:
-    """Candidate scores in [0, 1]: the intensity gated by the DAE residual (``scale`` = the residual
-    that counts fully), their geometric mean, or the residual alone (for reference)."""
+    """Candidate scores in [0, 1] from the intensity and the DAE residual (``scale`` = the residual
+    that counts fully): the gated product, the geometric mean (the shipped
+    :func:`gated_intensity`), their mean, or the intensity alone (for reference)."""
     intensity = intensity.astype(np.float32)
     gate = np.clip(residual.astype(np.float32) / scale, 0.0, 1.0)
     if form == "gated":
         return intensity * gate
     if form == "geometric":
-        return np.sqrt(np.clip(intensity, 0, None) * gate)
+        return gated_intensity(intensity, residual, scale)
     if form == "sum":
         return 0.5 * (np.clip(intensity, 0, 1) + gate)
     if form == "intensity":
@@ -75,15 +72,6 @@ def hybrid(intensity: np.ndarray, residual: np.ndarray, form: str, scale: float)
 
 CANDIDATES = [("intensity", 1.0)] + [(form, scale) for form in ("gated", "geometric", "sum")
                                      for scale in (0.05, 0.1, 0.2, 0.3)]
-
-
-def scores(maps, volumes) -> dict:
-    truths = [v.truth for v in volumes]
-    dices = dice_table(maps, truths, GRID)
-    curve = dices.mean(axis=0)
-    auprc = np.mean([average_precision(m[v.mask], v.truth[v.mask]) for m, v in zip(maps, volumes, strict=True)])
-    return {"AUPRC": float(auprc), "auto": float(GRID[int(np.argmax(curve))]), "dice at auto": float(curve.max()),
-            "half/half": half_half_protocol(dices, GRID)["dice"]}
 
 
 def main() -> None:
@@ -98,19 +86,19 @@ def main() -> None:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 residuals = [run_job(anomaly_map(v.image, v.spacing, model, mask=v.mask)).anomaly for v in volumes]
-            result = scores([hybrid(i, r, "geometric", 0.1) for i, r in zip(intensities, residuals, strict=True)],
-                            volumes)
-            print(f"| {run} | {result['AUPRC']:.3f} | {result['auto']:.2f} | {result['dice at auto']:.3f} | "
-                  f"{result['half/half']:.3f} |", flush=True)
+            result = validation_scores([hybrid(i, r, "geometric", 0.1) for i, r in zip(intensities, residuals, strict=True)],
+                                       volumes, GRID)
+            print(f"| {run} | {result['AUPRC']:.3f} | {result['threshold']:.2f} | {result['dice at threshold']:.3f} | "
+                  f"{result['half/half dice']:.3f} |", flush=True)
         return
     model = load_anomaly_model("dae2d", "cpu")
     if sys.argv[1] == "validate":
         data = [maps_for(s, model) for s in SPLITS["nichart_val"]]
         print("| form | scale | AUPRC | Auto | Dice at Auto | half/half Dice |\n|---|---|---|---|---|---|")
         for form, scale in CANDIDATES:
-            result = scores([hybrid(i, r, form, scale) for i, r, _ in data], [v for *_, v in data])
-            print(f"| {form} | {scale} | {result['AUPRC']:.3f} | {result['auto']:.2f} | "
-                  f"{result['dice at auto']:.3f} | {result['half/half']:.3f} |")
+            result = validation_scores([hybrid(i, r, form, scale) for i, r, _ in data], [v for *_, v in data], GRID)
+            print(f"| {form} | {scale} | {result['AUPRC']:.3f} | {result['threshold']:.2f} | "
+                  f"{result['dice at threshold']:.3f} | {result['half/half dice']:.3f} |")
         return
     form, scale = sys.argv[2], float(sys.argv[3])
     print("| set | method | half/half Dice | AUPRC |\n|---|---|---|---|")
@@ -119,8 +107,8 @@ def main() -> None:
         volumes = [v for *_, v in data]
         for name, (f, s) in {"median-normalised intensity (baseline)": ("intensity", 1.0),
                              f"{form} {scale}": (form, scale)}.items():
-            result = scores([hybrid(i, r, f, s) for i, r, _ in data], volumes)
-            print(f"| {test_set} | {name} | {result['half/half']:.3f} | {result['AUPRC']:.3f} |")
+            result = validation_scores([hybrid(i, r, f, s) for i, r, _ in data], volumes, GRID)
+            print(f"| {test_set} | {name} | {result['half/half dice']:.3f} | {result['AUPRC']:.3f} |")
 
 
 if __name__ == "__main__":
