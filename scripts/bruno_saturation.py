@@ -7,7 +7,7 @@ Volumes: open_ms patient07/19/26 (skull-stripped, 1 mm), ``ixi/t1`` with skull (
 the ``ixi/t1_brain`` test pair, the MNI152 2009a T1 with skull, the same skull-stripped with its
 own grey + white matter maps (probability sum > 0.3: another pipeline's brain mask), and the
 BraTS 2018 T1 (skull-stripped by the BraTS pipeline). Each as given and with the intensity
-scalings of ``tests/test_bruno_saturation.py`` (tiny floats, offset, two gamma curves), at 3
+scalings of ``evaluation.bruno.INTENSITY_SCALINGS`` (tiny floats, offset, two gamma curves), at 3
 and 9 evenly spaced contexts. Goal (issue #16): under 0.1 % of the brain's pixels at the top
 of the intensity range overall and under 1 % on every pose.
 """
@@ -16,19 +16,14 @@ from __future__ import annotations
 
 import argparse
 import csv
-import sys
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from napari_mentalmap.data.splits import IXI_TEST, SPLITS
-from napari_mentalmap.data.subjects import data_root, subject_files
-from napari_mentalmap.evaluation.bruno import mean_saturation
+from napari_mentalmap.data.subjects import mni152_t1, subject_files
+from napari_mentalmap.evaluation.bruno import INTENSITY_SCALINGS, mean_saturation
 from napari_mentalmap.io.nifti import read_volume
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from test_bruno_saturation import SCALINGS  # noqa: E402 (one list of scalings for the test and this script)
 
 
 def volumes() -> dict[str, tuple[np.ndarray, tuple[float, float, float]]]:
@@ -38,12 +33,9 @@ def volumes() -> dict[str, tuple[np.ndarray, tuple[float, float, float]]]:
     for subject in subjects:
         volume = read_volume(subject_files(subject, "t1")["image"])
         found[subject] = (np.asarray(volume.data, np.float32), tuple(volume.spacing))
-    mni = data_root() / "mni152"
-    t1 = read_volume(mni / "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz")
-    brain = sum(np.asarray(read_volume(mni / f"mni_icbm152_{t}_tal_nlin_sym_09a_converted.nii.gz").data)
-                for t in ("gm", "wm")) > 0.3
-    found["MNI152 T1 (with skull)"] = (np.asarray(t1.data, np.float32), tuple(t1.spacing))
-    found["MNI152 T1 (skull-stripped, gm + wm > 0.3)"] = (np.asarray(t1.data, np.float32) * brain, tuple(t1.spacing))
+    for label, stripped in (("MNI152 T1 (with skull)", False), ("MNI152 T1 (skull-stripped, gm + wm > 0.3)", True)):
+        volume = mni152_t1(skull_stripped=stripped)
+        found[label] = (np.asarray(volume.data, np.float32), tuple(volume.spacing))
     return found
 
 
@@ -56,7 +48,7 @@ def main() -> None:
     rows = []
     print("| volume | scaling | contexts | saturated (overall) | worst pose |\n|---|---|---|---|---|")
     for name, (data, spacing) in volumes().items():
-        for scaling, transform in SCALINGS.items():
+        for scaling, transform in INTENSITY_SCALINGS.items():
             scaled = transform(data.astype(np.float64)).astype(np.float32)
             for count, (overall, worst) in mean_saturation(scaled, spacing).items():
                 rows.append({"volume": name, "scaling": scaling, "n_contexts": count,

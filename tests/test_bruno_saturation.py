@@ -11,23 +11,15 @@ import numpy as np
 import pytest
 
 from napari_mentalmap._sample_data import SAMPLE_T1
-from napari_mentalmap.evaluation.bruno import mean_saturation
+from napari_mentalmap.evaluation.bruno import INTENSITY_SCALINGS, mean_saturation
 from napari_mentalmap.io.nifti import read_volume
 from napari_mentalmap.metrics import saturated_fractions
 
-SCALINGS = {
-    "as shipped": lambda v: v,
-    "x 0.01 (float, tiny)": lambda v: v * 0.01,
-    "x 40 + 1000 (offset)": lambda v: v * 40 + 1000,
-    "gamma 0.5 (other contrast)": lambda v: np.power(np.clip(v, 0, None) / max(v.max(), 1e-6), 0.5) * 1000,
-    "gamma 2 (other contrast)": lambda v: np.power(np.clip(v, 0, None) / max(v.max(), 1e-6), 2.0) * 1000,
-}
 
-
-@pytest.mark.parametrize("scaling", list(SCALINGS), ids=list(SCALINGS))
+@pytest.mark.parametrize("scaling", list(INTENSITY_SCALINGS), ids=list(INTENSITY_SCALINGS))
 def test_mean_does_not_saturate(scaling: str) -> None:
     volume = read_volume(SAMPLE_T1)
-    data = SCALINGS[scaling](np.asarray(volume.data, np.float64)).astype(np.float32)
+    data = INTENSITY_SCALINGS[scaling](np.asarray(volume.data, np.float64)).astype(np.float32)
     for count, (overall, worst) in mean_saturation(data, volume.spacing).items():
         assert overall < 0.001, f"{scaling}, {count} contexts: {overall:.2%} of brain pixels saturated"
         assert worst < 0.01, f"{scaling}, {count} contexts: a pose with {worst:.2%} saturated"
@@ -46,16 +38,11 @@ def test_saturated_fractions_counts_the_top_of_the_range() -> None:
 
 def _data_volume(name: str):
     """A development T1 from ``../shared/data`` (the test is skipped without the data)."""
-    from napari_mentalmap.data.subjects import DataNotFoundError, data_root, subject_files
+    from napari_mentalmap.data.subjects import DataNotFoundError, mni152_t1, subject_files
 
     try:
-        if name == "MNI152 skull-stripped":
-            mni = data_root() / "mni152"
-            t1 = read_volume(mni / "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz")
-            brain = sum(np.asarray(read_volume(mni / f"mni_icbm152_{t}_tal_nlin_sym_09a_converted.nii.gz").data)
-                        for t in ("gm", "wm")) > 0.3
-            return np.asarray(t1.data, np.float32) * brain, t1.spacing
-        volume = read_volume(subject_files(name, "t1")["image"])
+        volume = (mni152_t1(skull_stripped=True) if name == "MNI152 skull-stripped"
+                  else read_volume(subject_files(name, "t1")["image"]))
     except (DataNotFoundError, FileNotFoundError) as error:
         pytest.skip(f"development data absent: {error}")
     return np.asarray(volume.data, np.float32), volume.spacing
@@ -68,6 +55,6 @@ def test_mean_does_not_saturate_on_other_pipelines(name: str) -> None:
     ``scripts/bruno_saturation.py`` runs every test volume and scaling; the one case over the
     goal there is IXI012 *with skull* (bright scalp fat; its own slices exceed it too)."""
     data, spacing = _data_volume(name)
-    scaled = SCALINGS["gamma 0.5 (other contrast)"](data.astype(np.float64)).astype(np.float32)
+    scaled = INTENSITY_SCALINGS["gamma 0.5 (other contrast)"](data.astype(np.float64)).astype(np.float32)
     for count, (overall, worst) in mean_saturation(scaled, spacing).items():
         assert overall < 0.001 and worst < 0.01, f"{name}, {count} contexts: {overall:.2%} / worst pose {worst:.2%}"

@@ -9,7 +9,7 @@ Preprocessed arrays are cached as ``.npz`` in ``$MENTALMAP_CACHE`` or the user c
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -202,3 +202,17 @@ def healthy_weight(subject: SubjectGrid) -> np.ndarray:
         return np.ones_like(subject.image, dtype=np.float32)
     lesions = ndimage.binary_dilation(subject.lesions, iterations=1)
     return (~lesions).astype(np.float32)
+
+
+MNI152_FILE = "mni_icbm152_{}_tal_nlin_sym_09a_converted.nii.gz"
+
+
+def mni152_t1(skull_stripped: bool = False) -> Volume:
+    """The MNI152 2009a T1 (with skull), or skull-stripped with its own tissue maps (grey +
+    white matter probability > 0.3: another pipeline's brain mask than ours)."""
+    folder = data_root() / "mni152"
+    t1 = read_volume(folder / MNI152_FILE.format("t1"))
+    if not skull_stripped:
+        return t1
+    brain = sum(np.asarray(read_volume(folder / MNI152_FILE.format(t)).data) for t in ("gm", "wm")) > 0.3
+    return replace(t1, data=np.asarray(t1.data, np.float32) * brain)

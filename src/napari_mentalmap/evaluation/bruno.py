@@ -237,6 +237,16 @@ def save_results(rows: list[Row], out_dir: Path) -> None:
         plt.close(fig)
 
 
+INTENSITY_SCALINGS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "as shipped": lambda v: v,
+    "x 0.01 (float, tiny)": lambda v: v * 0.01,
+    "x 40 + 1000 (offset)": lambda v: v * 40 + 1000,
+    "gamma 0.5 (other contrast)": lambda v: np.power(np.clip(v, 0, None) / max(v.max(), 1e-6), 0.5) * 1000,
+    "gamma 2 (other contrast)": lambda v: np.power(np.clip(v, 0, None) / max(v.max(), 1e-6), 2.0) * 1000,
+}
+"""Intensity scalings a T1 from another pipeline or scanner may come with (saturation checks)."""
+
+
 def mean_saturation(data: np.ndarray, spacing: tuple[float, float, float], counts=(3, 9),
                     weights: str | Path | None = None) -> dict[int, tuple[float, float]]:
     """Per context count: (overall, worst pose) fraction of the brain's model-grid pixels where
