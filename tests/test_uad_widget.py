@@ -139,7 +139,7 @@ def test_edits_survive_slider_auto_recompute_and_save(make_napari_viewer, qtbot,
     """Painted and erased voxels are the user's: the threshold, Auto and a re-computation only
     change the proposal around them; Reset drops them; Dice and the saved file include them."""
     from napari_mentalmap._writer import write_labels
-    from napari_mentalmap.inference.anomaly_methods import GATED_METHOD, INTENSITY_METHOD
+    from napari_mentalmap.inference.anomaly_methods import GATED_METHOD
     from napari_mentalmap.widgets.anomaly import AnomalyWidget
 
     viewer = make_napari_viewer()
@@ -150,7 +150,7 @@ def test_edits_survive_slider_auto_recompute_and_save(make_napari_viewer, qtbot,
     widget = AnomalyWidget(viewer)
     assert widget.model_combo.currentData() == GATED_METHOD  # the default method
     assert not widget.residual_combo.isEnabled()  # one score
-    widget.model_combo.setCurrentIndex(widget.model_combo.findData(INTENSITY_METHOD))
+    _use_intensity_method(widget)
     _compute(qtbot, widget)
     labels = widget.labels_layer
     widget.threshold_slider.setValue(0.745)
@@ -257,7 +257,7 @@ def test_auto_threshold_per_target_is_visible_and_applied(make_napari_viewer, qt
     viewer = make_napari_viewer()
     viewer.add_image(_volume(), name="FLAIR", scale=(2.0, 1.5, 1.5))
     widget = AnomalyWidget(viewer)
-    widget.model_combo.setCurrentIndex(widget.model_combo.findData(INTENSITY_METHOD))
+    _use_intensity_method(widget)
     widget.compute()
     qtbot.waitUntil(lambda: widget.labels_layer is not None and not widget.busy, timeout=30_000)
     values = {}
