@@ -4,12 +4,17 @@
     MENTALMAP_CACHE=/work/cache .venv/bin/python scripts/uad_hybrid.py validate
     MENTALMAP_CACHE=/work/cache .venv/bin/python scripts/uad_hybrid.py test FORM SCALE
     MENTALMAP_CACHE=/work/cache .venv/bin/python scripts/uad_hybrid.py runs RUN_DIR...
+    MENTALMAP_CACHE=/work/cache .venv/bin/python scripts/uad_hybrid.py shifts shipped RUN_DIR...
 
 ``validate`` scores every candidate score on the validation FLAIRs (Subj18-20 vs ``wml_auto``)
 and prints the table the choice is made from; ``test`` scores one chosen candidate on the test
 sets with the half/half protocol (thresholds chosen on the other half), next to the baseline.
 ``runs`` scores the shipped gate (geometric, scale 0.1) on validation with the DAE of each training
 run folder (its ``last.pt``) instead of the shipped one: which DAE checkpoint gates best.
+``shifts`` scores the shipped gate with each DAE (``shipped`` = the shipped weights) on the
+validation FLAIRs as given and as another site might deliver them (:data:`SHIFTS`: contrast
+changes, thicker slices, a bias field, more noise, each applied to the raw FLAIR): the
+validation subjects are all from one site, the test sets from three others.
 Both maps come from the shipped code (``intensity_score``: median-normalised intensity ×
 eroded mask, median-filtered; ``anomaly_map`` with ``dae2d``: ``max(x - x_hat, 0)``, same
 post-processing) and are cached under ``$MENTALMAP_CACHE/uad_hybrid``.
@@ -70,11 +75,73 @@ def hybrid(intensity: np.ndarray, residual: np.ndarray, form: str, scale: float)
     raise ValueError(form)
 
 
+def _thick(image: np.ndarray, spacing) -> np.ndarray:
+    from scipy.ndimage import gaussian_filter1d
+
+    return gaussian_filter1d(image, sigma=2.0 / spacing[0], axis=0)  # FWHM about 4.7 mm slices
+
+
+def _bias(image: np.ndarray, spacing) -> np.ndarray:
+    ramp = np.linspace(0.8, 1.2, image.shape[2], dtype=np.float32)
+    return image * ramp[None, None, :]
+
+
+def _noise(image: np.ndarray, spacing) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    level = 0.05 * float(np.median(image[image > 0]))
+    return np.abs(image + rng.normal(0.0, level, image.shape).astype(np.float32))
+
+
+SHIFTS = {
+    "as given": lambda image, spacing: image,
+    "gamma 0.7": lambda image, spacing: np.clip(image, 0, None) ** 0.7,
+    "gamma 1.4": lambda image, spacing: np.clip(image, 0, None) ** 1.4,
+    "thick slices": _thick,
+    "bias ±20 %": _bias,
+    "noise 5 %": _noise,
+}
+"""Site shifts of a raw FLAIR ``(image, spacing) -> image`` for ``shifts``."""
+
+
+def shifted(volume, name: str):
+    """``volume`` with the raw FLAIR changed by ``SHIFTS[name]`` (mask and truth kept)."""
+    import dataclasses
+
+    image = SHIFTS[name](volume.image, volume.spacing).astype(np.float32)
+    return dataclasses.replace(volume, image=image)
+
+
+def shift_table(models: dict) -> None:
+    """Gated (geometric, 0.1) validation AUPRC of each DAE under each shift, and the intensity's."""
+    volumes = [load_test_volume(s) for s in SPLITS["nichart_val"]]
+    names = list(SHIFTS)
+    print("| DAE | " + " | ".join(names) + " | mean |\n|---|" + "---|" * (len(names) + 1))
+    rows = {"intensity alone": []}
+    for shift in names:
+        changed = [shifted(v, shift) for v in volumes]
+        intensities = [intensity_score(v.image, v.spacing, v.mask) for v in changed]
+        rows["intensity alone"].append(validation_scores(intensities, changed, GRID)["AUPRC"])
+        for label, model in models.items():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                residuals = [run_job(anomaly_map(v.image, v.spacing, model, mask=v.mask)).anomaly for v in changed]
+            gated = [hybrid(i, r, "geometric", 0.1) for i, r in zip(intensities, residuals, strict=True)]
+            rows.setdefault(label, []).append(validation_scores(gated, changed, GRID)["AUPRC"])
+    for label, values in rows.items():
+        print(f"| {label} | " + " | ".join(f"{v:.3f}" for v in values) + f" | {np.mean(values):.3f} |", flush=True)
+
+
 CANDIDATES = [("intensity", 1.0)] + [(form, scale) for form in ("gated", "geometric", "sum")
                                      for scale in (0.05, 0.1, 0.2, 0.3)]
 
 
 def main() -> None:
+    if sys.argv[1] == "shifts":
+        from napari_mentalmap.evaluation.uad_commands import dae_from_run
+
+        shift_table({run: load_anomaly_model("dae2d", "cpu") if run == "shipped" else dae_from_run(run)
+                     for run in sys.argv[2:]})
+        return
     if sys.argv[1] == "runs":
         from napari_mentalmap.evaluation.uad_commands import dae_from_run
 

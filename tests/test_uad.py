@@ -480,6 +480,25 @@ def test_dae_shapes_noise_and_config() -> None:
         assert big.reconstruct(torch.rand(1, 1, 96, 96)).shape == (1, 1, 96, 96)
 
 
+def test_site_augment_keeps_shape_background_and_median() -> None:
+    from napari_mentalmap.training.uad_dae import site_augment
+
+    x = torch.zeros(64, 1, 16, 16)
+    x[:, :, 4:12, 4:12] = 0.5 + 0.2 * torch.rand(64, 1, 8, 8) - 0.1
+    first = site_augment(x, torch.Generator().manual_seed(3))
+    again = site_augment(x, torch.Generator().manual_seed(3))
+    assert first.shape == x.shape and torch.equal(first, again)  # seeded
+    assert float(first[:, :, 0, 0].abs().max()) < 1e-4  # far background stays (about) 0
+    inside = first[:, :, 6:10, 6:10]
+    assert 0.35 < float(inside.median()) < 0.65  # the contrast change pivots about the median
+    # each slice gets its own contrast: the brain's spread differs between slices
+    spreads = inside.reshape(64, -1).std(dim=1) / inside.reshape(64, -1).mean(dim=1)
+    assert float(spreads.max() / spreads.min()) > 1.3
+    # no augmentation at zero strength: gamma 1, no bias (blur still possible, so compare blur-free slices)
+    plain = site_augment(x, torch.Generator().manual_seed(3), max_gamma=1.0, max_blur=0.3, bias_std=0.0)
+    assert float((plain[:, :, 6:10, 6:10] - x[:, :, 6:10, 6:10]).abs().max()) < 0.05
+
+
 def _tiny_dae_run(tmp_path, epochs: int = 2):
     from napari_mentalmap.training.uad_dae import DAETrainConfig, train_dae
 
@@ -487,6 +506,16 @@ def _tiny_dae_run(tmp_path, epochs: int = 2):
     config = DAETrainConfig(out_dir=str(tmp_path / "run"), epochs=epochs, batch_size=4, grid=TINY_GRID.to_dict(),
                             model=tiny_dae_config().to_dict(), num_threads=1)
     return config, subjects, train_dae(config, subjects=subjects, progress=False, command="test dae")
+
+
+def test_dae_tiny_training_with_site_augmentation(tmp_path) -> None:
+    from napari_mentalmap.training.uad_dae import DAETrainConfig, train_dae
+
+    subjects = {"train": _synthetic_subjects(2), "val": _synthetic_subjects(1, seed=1)}
+    config = DAETrainConfig(out_dir=str(tmp_path / "run"), epochs=1, batch_size=4, grid=TINY_GRID.to_dict(),
+                            model=tiny_dae_config().to_dict(), num_threads=1, site_augment=True)
+    summary = train_dae(config, subjects=subjects, progress=False)
+    assert summary["epoch"] == 1 and np.isfinite(summary["history"][-1]["mse"])
 
 
 def test_dae_tiny_training_resume_export_and_anomaly_map(tmp_path) -> None:
@@ -536,7 +565,10 @@ def test_train_uad_command_dispatches_the_dae(monkeypatch, tmp_path) -> None:
     assert config.noise_std == 0.2 and config.dae_config().noise_std == 0.2 and config.grid["median_at"] == 0.5
     assert cli.main(["train", "uad", "--kind", "dae2d", "--median-at", "0", "--out-dir", str(tmp_path / "p"),
                      "--no-export"]) == 0
-    assert seen["config"].grid["median_at"] is None
+    assert seen["config"].grid["median_at"] is None and not seen["config"].site_augment
+    assert cli.main(["train", "uad", "--kind", "dae2d", "--site-augment", "--out-dir", str(tmp_path / "s"),
+                     "--no-export"]) == 0
+    assert seen["config"].site_augment
 
 
 def _synthetic_test_volume(subject: str):

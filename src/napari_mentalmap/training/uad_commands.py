@@ -17,7 +17,7 @@ def run_train_dae(args: argparse.Namespace) -> int:
     config = DAETrainConfig(
         kind=args.kind, out_dir=args.out_dir or f"runs/uad_{args.kind}", epochs=args.epochs,
         batch_size=args.batch_size or 16, lr=args.lr, noise_std=args.noise_std, seed=args.seed,
-        num_threads=args.threads, max_minutes=args.max_minutes,
+        num_threads=args.threads, max_minutes=args.max_minutes, site_augment=args.site_augment,
     )
     if args.median_at is not None:
         config.grid = {**config.grid, "median_at": None if args.median_at <= 0 else args.median_at}
@@ -77,6 +77,8 @@ def add_uad_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
     parser.add_argument("--kind", choices=KINDS + DAE_KINDS, default="dense3d")
     parser.add_argument("--noise-std", type=float, default=0.1,
                         help="dae2d: std of the coarse training noise (normalised intensity units)")
+    parser.add_argument("--site-augment", action="store_true",
+                        help="dae2d: random contrast, blur and bias field on the training slices (other scanners)")
     parser.add_argument("--epochs", type=int, default=75)
     parser.add_argument("--period", type=float, default=50.0, help="cyclical β annealing period (epochs)")
     parser.add_argument("--batch-size", type=int, default=None, help="default: 4 volumes (3-D), 32 slices (2-D)")

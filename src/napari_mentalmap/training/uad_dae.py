@@ -5,7 +5,9 @@ model grid (``DAE_GRID``: whole brain, brain median at 0.5, the baseline's stand
 validation: Subj18-20. The input is the slice plus coarse Gaussian noise
 (:func:`..models.uad_dae.coarse_noise`); the loss is the squared error to the clean slice
 inside the brain mask, with the automatic lesions (``wml_auto``, dilated by one voxel) left
-out (``healthy_weight``). Runs on :func:`.loop.fit` (CPU, 1 thread by default), one unit =
+out (``healthy_weight``). With ``site_augment`` every training slice first gets a random
+contrast, in-plane blur and smooth bias field (:func:`site_augment`), stand-ins for other
+scanners and protocols; the target is the augmented clean slice. Runs on :func:`.loop.fit` (CPU, 1 thread by default), one unit =
 one epoch: ``last.pt`` (weights, optimiser, epoch, RNG state, history) is written after every
 epoch, so an interrupted run continues with ``--resume``; :func:`export_dae_weights` writes
 the small shipped file.
@@ -39,6 +41,7 @@ class DAETrainConfig(FlairTrainConfig):
 
     DEFAULTS: ClassVar[dict] = {"kind": "dae2d", "epochs": 5, "batch_size": 16, "grid": DAE_GRID.to_dict}
     noise_std: float = 0.1
+    site_augment: bool = False
 
     def dae_config(self) -> DAEConfig:
         if self.model:
@@ -57,6 +60,36 @@ def slice_tensors(subjects: list[SubjectGrid]) -> tuple[torch.Tensor, torch.Tens
         weights.append(weight[keep])
     return (torch.from_numpy(np.concatenate(images)[:, None].astype(np.float32)),
             torch.from_numpy(np.concatenate(weights)[:, None].astype(np.float32)))
+
+
+def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable in-plane Gaussian blur of ``(B, 1, H, W)`` (``sigma`` in pixels, zero padding)."""
+    radius = max(1, int(round(3 * sigma)))
+    taps = torch.arange(-radius, radius + 1, dtype=x.dtype)
+    kernel = torch.exp(-0.5 * (taps / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    x = torch.nn.functional.conv2d(x, kernel.view(1, 1, 1, -1), padding=(0, radius))
+    return torch.nn.functional.conv2d(x, kernel.view(1, 1, -1, 1), padding=(radius, 0))
+
+
+def site_augment(x: torch.Tensor, generator: torch.Generator, max_gamma: float = 1.5,
+                 max_blur: float = 1.2, bias_std: float = 0.1) -> torch.Tensor:
+    """Slices ``(B, 1, H, W)`` (brain median at 0.5) as another scanner might show them.
+
+    Per slice: a contrast change about the median, ``0.5 * (x / 0.5) ** gamma`` with
+    ``log(gamma)`` uniform in ±``log(max_gamma)``; with probability 1/2 an in-plane Gaussian
+    blur (sigma uniform in 0.3..``max_blur`` pixels); and a smooth multiplicative bias field
+    ``exp(coarse noise)`` with ``bias_std`` at 4 x 4 resolution. Background (0) stays 0.
+    """
+    batch = x.shape[0]
+    log_gamma = (torch.rand(batch, 1, 1, 1, generator=generator) * 2 - 1) * float(np.log(max_gamma))
+    out = 0.5 * (x.clamp(min=0.0) / 0.5) ** torch.exp(log_gamma)
+    blur = torch.rand(batch, generator=generator) < 0.5
+    sigmas = 0.3 + torch.rand(batch, generator=generator) * (max_blur - 0.3)
+    out = torch.cat([_gaussian_blur(out[i:i + 1], float(sigmas[i])) if blur[i] else out[i:i + 1]
+                     for i in range(batch)])
+    bias = torch.exp(coarse_noise(tuple(x.shape), bias_std, 4, generator))
+    return out * bias
 
 
 def masked_mse(prediction: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -118,6 +151,8 @@ def train_dae(config: DAETrainConfig, resume: bool = True, subjects: dict | None
             x, w = images[index], weights[index]
             if config.flip and torch.rand(1, generator=random.generator) < 0.5:
                 x, w = x.flip(-1), w.flip(-1)
+            if config.site_augment:
+                x = site_augment(x, random.generator)
             noise = coarse_noise(tuple(x.shape), dae_config.noise_std, dae_config.noise_res, random.generator)
             loss = masked_mse(context.model(x + noise), x, w)
             context.optimizer.zero_grad(set_to_none=True)
