@@ -81,3 +81,24 @@ def test_train_config_dict_round_trip_and_flat_records(tmp_path):
     flat.update(flat.pop("loop"))
     assert config_from_dict(flat) == config
     assert asdict(config_from_dict(flat).loop)["out_dir"] == str(tmp_path / "run")
+
+
+def test_export_stores_the_validation_latent_limit(tmp_path):
+    from napari_mentalmap.training.bruno import export_weights, latent_limit
+
+    subjects = {"train": _subjects(4, 0), "val": _subjects(2, 1)}
+    train_bruno(_config(tmp_path, steps=6), resume=False, subjects=subjects, progress=False)
+    model, _ = Bruno.load(tmp_path / "run" / "best.pt")
+    volumes = [s.image for s in subjects["val"]]
+    limit = latent_limit(model, volumes)
+    with torch.no_grad():
+        z = torch.cat([model.encode(torch.from_numpy(v), torch.arange(8, dtype=torch.float32))[0] for v in volumes])
+    # the 99.99th percentile, rounded up: at most one value in 10 000 (or one value) above it
+    assert float((z.abs() > limit).float().mean()) <= 1e-4 + 1.0 / z.numel()
+    assert limit - 0.1 <= float(z.abs().max()) + 1e-6
+    assert latent_limit(model, volumes, quantile=0.5) < limit
+    export_weights(tmp_path / "run" / "best.pt", tmp_path / "bruno.pt", command="test", context_latent_limit=limit)
+    shipped, record = Bruno.load(tmp_path / "bruno.pt")
+    assert shipped.config.context_latent_limit == limit and record["command"] == "test"
+    export_weights(tmp_path / "run" / "best.pt", tmp_path / "plain.pt", command="test")
+    assert Bruno.load(tmp_path / "plain.pt")[0].config.context_latent_limit is None

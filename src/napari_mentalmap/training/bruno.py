@@ -241,13 +241,37 @@ def _train_loop(fabric, values: dict, resume: bool, volumes: dict | None, progre
             "best_key": summary["best"], "best_val_ssim": summary["best_metrics"].get("val_ssim")}
 
 
-def export_weights(checkpoint: Path, destination: Path, command: str | None = None) -> None:
-    """Write a slim shipped-weights file (no optimiser state) from a training checkpoint."""
+LATENT_LIMIT_QUANTILE = 0.9999
+"""Context latents are clamped at this quantile of |z| over the validation slices."""
+
+
+def latent_limit(model: Bruno, volumes: list[np.ndarray], quantile: float = LATENT_LIMIT_QUANTILE) -> float:
+    """The ``quantile`` of |z| over every slice of ``volumes`` (model-grid ``(P, S, S)`` in
+    [0, 1], slice index = pose), rounded up to 0.1: the clamp on context latents
+    (``BrunoConfig.context_latent_limit``) that keeps an unusual context from being
+    extrapolated."""
+    model.eval()
+    values = []
+    with torch.no_grad():
+        for volume in volumes:
+            images = torch.from_numpy(np.asarray(volume, np.float32))
+            z, _ = model.encode(images, torch.arange(len(images), dtype=torch.float32))
+            values.append(z.abs().flatten().numpy())
+    return math.ceil(10 * float(np.quantile(np.concatenate(values), quantile))) / 10
+
+
+def export_weights(checkpoint: Path, destination: Path, command: str | None = None,
+                   context_latent_limit: float | None = None) -> None:
+    """Write a slim shipped-weights file (no optimiser state) from a training checkpoint;
+    ``context_latent_limit`` (see :func:`latent_limit`) goes into the stored config."""
     import sys
 
     record = load_record(checkpoint)
+    config = dict(record["config"])
+    if context_latent_limit is not None:
+        config["context_latent_limit"] = float(context_latent_limit)
     shipped = {
-        "config": record["config"],
+        "config": config,
         "state_dict": {k: v.to(torch.float32) for k, v in record["state_dict"].items()},
         "split": record["split"],
         "metrics": record["metrics"],

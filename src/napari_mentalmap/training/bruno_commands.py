@@ -52,7 +52,7 @@ def run_train_bruno(args: argparse.Namespace) -> int:
     if fabric_missing("bruno"):
         return 2
     from ..io.preprocess import GridSpec
-    from ..models.bruno import BrunoConfig
+    from ..models.bruno import Bruno, BrunoConfig
     from ..models.flows import FlowConfig
     from .bruno import TrainConfig, export_weights, train_bruno
 
@@ -72,6 +72,13 @@ def run_train_bruno(args: argparse.Namespace) -> int:
     result = train_bruno(config, resume=not args.no_resume)
     print(json.dumps({k: v for k, v in result.items() if k != "history"}))
     if args.export:
-        export_weights(Path(args.out) / "best.pt", Path(args.export))
-        print(f"weights written to {args.export}")
+        from ..data.subjects import load_split
+        from .bruno import latent_limit
+
+        best = Path(args.out) / "best.pt"
+        model, _ = Bruno.load(best)
+        spec = GridSpec(**model.config.grid)
+        limit = latent_limit(model, [s.image for s in load_split("t1_val", "t1", spec)])
+        export_weights(best, Path(args.export), context_latent_limit=limit)
+        print(f"weights written to {args.export} (context latents clamped at ±{limit})")
     return 0
