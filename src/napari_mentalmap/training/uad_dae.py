@@ -7,10 +7,10 @@ validation: Subj18-20. The input is the slice plus coarse Gaussian noise
 inside the brain mask, with the automatic lesions (``wml_auto``, dilated by one voxel) left
 out (``healthy_weight``). With ``site_augment`` every training slice first gets a random
 contrast, in-plane blur and smooth bias field (:func:`site_augment`), stand-ins for other
-scanners and protocols; the target is the augmented clean slice. Runs on :func:`.loop.fit` (CPU, 1 thread by default), one unit =
-one epoch: ``last.pt`` (weights, optimiser, epoch, RNG state, history) is written after every
-epoch, so an interrupted run continues with ``--resume``; :func:`export_dae_weights` writes
-the small shipped file.
+scanners and protocols; the target is the augmented clean slice. Runs on :func:`.loop.fit`
+(CPU, 1 thread by default), one unit = one epoch: ``last.pt`` (weights, optimiser, epoch,
+RNG state, history) is written after every epoch, so an interrupted run continues with
+``--resume``; :func:`export_dae_weights` writes the small shipped file.
 """
 
 from __future__ import annotations
@@ -79,7 +79,8 @@ def site_augment(x: torch.Tensor, generator: torch.Generator, max_gamma: float =
     Per slice: a contrast change about the median, ``0.5 * (x / 0.5) ** gamma`` with
     ``log(gamma)`` uniform in ±``log(max_gamma)``; with probability 1/2 an in-plane Gaussian
     blur (sigma uniform in 0.3..``max_blur`` pixels); and a smooth multiplicative bias field
-    ``exp(coarse noise)`` with ``bias_std`` at 4 x 4 resolution. Background (0) stays 0.
+    ``exp(coarse noise)`` with ``bias_std`` at 4 x 4 resolution. Background away from the
+    brain stays 0.
     """
     batch = x.shape[0]
     log_gamma = (torch.rand(batch, 1, 1, 1, generator=generator) * 2 - 1) * float(np.log(max_gamma))
