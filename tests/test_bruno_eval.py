@@ -80,3 +80,10 @@ def test_cvae_training_resumes_on_the_skeleton(tmp_path) -> None:
     assert record["train_state"]["step"] == 5 and len(record["train_state"]["history"]) == 5
     assert json.loads((tmp_path / "run.json").read_text())["step"] == 5
     assert len((tmp_path / "val_log.jsonl").read_text().splitlines()) == 2  # at the end of each run
+
+
+def test_shipped_samples_are_anatomies_not_noise_on_the_shipped_sample() -> None:
+    from napari_mentalmap.evaluation.bruno import shipped_sample_coherence
+
+    # issue #16: lag-1 autocorrelation of (sample - sample average) >= 0.6 (pixel noise: about 0)
+    assert shipped_sample_coherence(n_samples=4) >= 0.6

@@ -269,3 +269,28 @@ def mean_saturation(data: np.ndarray, spacing: tuple[float, float, float], count
         brain = (prior.mean_grid - low) / max(high - low, 1e-6) > 0.05
         found[count] = saturated_fractions(result.mean_grid, brain, result.intensity_range)
     return found
+
+
+def shipped_sample_coherence(weights: str | Path | None = None, n_samples: int = 8, n_contexts: int = 5) -> float:
+    """Mean lag-1 autocorrelation of (sample − sample average) on the model grid, over the
+    non-context poses of the shipped sample T1 with ``n_contexts`` evenly spaced contexts,
+    inside the brain (prior mean above 5 % of the range, as in :func:`mean_saturation`)."""
+    from ..inference.jobs import run_to_completion
+    from ..inference.mental_map import hallucinate
+    from ..io.nifti import read_volume
+    from ..metrics import lag1_autocorrelation
+
+    volume = read_volume(Path(__file__).resolve().parent.parent / "sample_data" / "patient07_T1_2mm.nii.gz")
+    data, spacing = np.asarray(volume.data, np.float32), tuple(volume.spacing)
+    prior = run_to_completion(hallucinate(data, spacing, [], weights=weights, device="cpu"))
+    start, stop = prior.mapping.covered_slices()
+    contexts = sorted({int(round(v)) for v in np.linspace(start, stop, n_contexts)})
+    result = run_to_completion(hallucinate(data, spacing, contexts, n_samples=n_samples, weights=weights,
+                                           device="cpu"))
+    low, high = result.intensity_range
+    brain = (prior.mean_grid - low) / max(high - low, 1e-6) > 0.05
+    near_context = np.round(np.asarray(result.context_poses)).astype(int)
+    queries = [p for p in range(result.mean_grid.shape[0]) if p not in set(near_context.tolist())]
+    samples = np.asarray(result.samples_grid)[:, queries]
+    average = samples.mean(axis=0)
+    return float(np.mean([lag1_autocorrelation(s - average, brain[queries]) for s in samples]))
