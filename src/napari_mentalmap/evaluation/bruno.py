@@ -247,6 +247,19 @@ INTENSITY_SCALINGS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 """Intensity scalings a T1 from another pipeline or scanner may come with (saturation checks)."""
 
 
+def _spread_contexts(prior, count: int) -> list[int]:
+    """``count`` input slices evenly spaced over those the model grid of ``prior`` (a
+    :class:`MentalMap`) covers."""
+    start, stop = prior.mapping.covered_slices()
+    return sorted({int(round(v)) for v in np.linspace(start, stop, count)})
+
+
+def _brain(prior, intensity_range: tuple[float, float]) -> np.ndarray:
+    """The brain as the dock would show it: where the prior mean is above 5 % of the range."""
+    low, high = intensity_range
+    return (prior.mean_grid - low) / max(high - low, 1e-6) > 0.05
+
+
 def mean_saturation(data: np.ndarray, spacing: tuple[float, float, float], counts=(3, 9),
                     weights: str | Path | None = None) -> dict[int, tuple[float, float]]:
     """Per context count: (overall, worst pose) fraction of the brain's model-grid pixels where
@@ -260,37 +273,33 @@ def mean_saturation(data: np.ndarray, spacing: tuple[float, float, float], count
     from ..metrics import saturated_fractions
 
     prior = run_to_completion(hallucinate(data, spacing, [], weights=weights, device="cpu"))
-    start, stop = prior.mapping.covered_slices()
     found = {}
     for count in counts:
-        contexts = sorted({int(round(v)) for v in np.linspace(start, stop, count)})
-        result = run_to_completion(hallucinate(data, spacing, contexts, weights=weights, device="cpu"))
-        low, high = result.intensity_range
-        brain = (prior.mean_grid - low) / max(high - low, 1e-6) > 0.05
-        found[count] = saturated_fractions(result.mean_grid, brain, result.intensity_range)
+        result = run_to_completion(hallucinate(data, spacing, _spread_contexts(prior, count), weights=weights,
+                                               device="cpu"))
+        found[count] = saturated_fractions(result.mean_grid, _brain(prior, result.intensity_range),
+                                           result.intensity_range)
     return found
 
 
 def shipped_sample_coherence(weights: str | Path | None = None, n_samples: int = 8, n_contexts: int = 5) -> float:
     """Mean lag-1 autocorrelation of (sample − sample average) on the model grid, over the
     non-context poses of the shipped sample T1 with ``n_contexts`` evenly spaced contexts,
-    inside the brain (prior mean above 5 % of the range, as in :func:`mean_saturation`)."""
+    inside the brain (as in :func:`mean_saturation`)."""
+    from .._sample_data import SAMPLE_T1
     from ..inference.jobs import run_to_completion
     from ..inference.mental_map import hallucinate
     from ..io.nifti import read_volume
     from ..metrics import lag1_autocorrelation
 
-    volume = read_volume(Path(__file__).resolve().parent.parent / "sample_data" / "patient07_T1_2mm.nii.gz")
+    volume = read_volume(SAMPLE_T1)
     data, spacing = np.asarray(volume.data, np.float32), tuple(volume.spacing)
     prior = run_to_completion(hallucinate(data, spacing, [], weights=weights, device="cpu"))
-    start, stop = prior.mapping.covered_slices()
-    contexts = sorted({int(round(v)) for v in np.linspace(start, stop, n_contexts)})
-    result = run_to_completion(hallucinate(data, spacing, contexts, n_samples=n_samples, weights=weights,
-                                           device="cpu"))
-    low, high = result.intensity_range
-    brain = (prior.mean_grid - low) / max(high - low, 1e-6) > 0.05
-    near_context = np.round(np.asarray(result.context_poses)).astype(int)
-    queries = [p for p in range(result.mean_grid.shape[0]) if p not in set(near_context.tolist())]
+    result = run_to_completion(hallucinate(data, spacing, _spread_contexts(prior, n_contexts), n_samples=n_samples,
+                                           weights=weights, device="cpu"))
+    context_poses = set(np.round(result.context_poses).astype(int).tolist())
+    queries = [p for p in range(result.mean_grid.shape[0]) if p not in context_poses]
+    brain = _brain(prior, result.intensity_range)[queries]
     samples = np.asarray(result.samples_grid)[:, queries]
     average = samples.mean(axis=0)
-    return float(np.mean([lag1_autocorrelation(s - average, brain[queries]) for s in samples]))
+    return float(np.mean([lag1_autocorrelation(s - average, brain) for s in samples]))
