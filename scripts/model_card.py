@@ -455,6 +455,9 @@ def card(path: Path, kind: str | None = None) -> str:
 
     out += ["", "## Training", "", "Exact command stored with the weights:", "",
             "```bash\n" + (command or "(not stored)") + "\n```"]
+    if record.get("base_command"):
+        out += ["", "It refines weights that were trained by this command:", "",
+                "```bash\n" + str(record["base_command"]) + "\n```"]
     if facts:
         out += ["", table(["", ""], facts)]
     if train_config is not None:

@@ -32,6 +32,11 @@ class BrunoConfig(DictConfig):
     # far outside the training population (another pipeline's intensities, an outlying slice)
     # is then taken as the most extreme plausible anatomy instead of being extrapolated.
     context_latent_limit: float | None = None
+    # The flow's latents keep a pose-dependent mean that the process (one prior mean per
+    # dimension, for every pose) cannot represent; with this the mean latent of each pose
+    # (buffer ``pose_latent_mean``, interpolated between poses) is subtracted after the flow:
+    # a pose-conditioned shift, invertible with log-determinant 0.
+    pose_latent_mean: bool = False
 
     @classmethod
     def from_dict(cls, values: dict) -> BrunoConfig:
@@ -75,6 +80,8 @@ class Bruno(nn.Module):
             config.process, self.flow.dim, config.flow.n_poses, config.student_t, config.kernel,
             config.kernel_components,
         )
+        if config.pose_latent_mean:
+            self.register_buffer("pose_latent_mean", torch.zeros(config.flow.n_poses, self.flow.dim))
 
     @property
     def n_poses(self) -> int:
@@ -91,13 +98,29 @@ class Bruno(nn.Module):
         if poses.numel() and (poses.min() < 0 or poses.max() > self.n_poses - 1):
             raise ValueError(f"poses must lie in [0, {self.n_poses - 1}], got {poses.min():.2f}..{poses.max():.2f}")
 
+    def latent_shift(self, poses: torch.Tensor) -> torch.Tensor | None:
+        """The latent mean at (possibly fractional) poses (N,), linearly interpolated between
+        the stored poses, (N, D); None without ``pose_latent_mean``."""
+        if not self.config.pose_latent_mean:
+            return None
+        poses = poses.to(self.pose_latent_mean.dtype).clamp(0, self.n_poses - 1)
+        below = poses.floor().long()
+        above = (below + 1).clamp(max=self.n_poses - 1)
+        weight = (poses - below).unsqueeze(-1)
+        return (1 - weight) * self.pose_latent_mean[below] + weight * self.pose_latent_mean[above]
+
     def encode(self, images: torch.Tensor, poses: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Slices (N, S, S) in [0, 1] at poses (N,) -> latents (N, D) and log-dets (N,)."""
         self._check(images, poses)
-        return self.flow(images.unsqueeze(1), poses)
+        z, logdet = self.flow(images.unsqueeze(1), poses)
+        shift = self.latent_shift(poses)
+        return (z, logdet) if shift is None else (z - shift, logdet)
 
     def decode(self, z: torch.Tensor, poses: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
         """Latents (N, D) at poses (N,) -> slices (N, S, S) in [0, 1]."""
+        shift = self.latent_shift(poses)
+        if shift is not None:
+            z = z + shift
         out = [
             self.flow.inverse(z[i : i + batch_size], poses[i : i + batch_size]).squeeze(1)
             for i in range(0, len(z), batch_size)

@@ -282,3 +282,75 @@ def export_weights(checkpoint: Path, destination: Path, command: str | None = No
     }
     destination.parent.mkdir(parents=True, exist_ok=True)
     save_record(destination, shipped)
+
+
+@dataclass
+class LatentMeanConfig:
+    """Refit of a trained BRUNO's process after removing the per-pose latent mean (the flow is
+    frozen): optimisation of the process alone on the training subjects' latents."""
+
+    steps: int = 1500
+    batch_size: int = 16
+    sequence_length: int = 9
+    lr: float = 0.02
+    seed: int = 0
+
+
+@torch.no_grad()
+def _training_latents(model: Bruno, volumes: list[np.ndarray], seed: int = 0) -> torch.Tensor:
+    """Latents of every slice of ``volumes`` and of their left-right mirror images, (2N, P, D),
+    dequantised as in training (without it, the exact zeros of the background would give
+    latent dimensions of almost no variance, and a process overconfident about them)."""
+    generator = torch.Generator().manual_seed(seed)
+    out = []
+    for volume in [*volumes, *(np.ascontiguousarray(v[:, :, ::-1]) for v in volumes)]:
+        images = dequantize(torch.from_numpy(np.asarray(volume, np.float32)), generator)
+        out.append(model.encode(images, torch.arange(len(images), dtype=torch.float32))[0])
+    return torch.stack(out)
+
+
+def fit_pose_latent_mean(model: Bruno, volumes: list[np.ndarray], config: LatentMeanConfig | None = None,
+                         progress: bool = True) -> Bruno:
+    """A copy of ``model`` whose latents have the training subjects' per-pose mean removed
+    (``BrunoConfig.pose_latent_mean``) and whose process is refitted to them by the
+    chain-rule likelihood of sequences of one subject's slices; the flow is unchanged.
+
+    ``volumes``: the training subjects on the model grid, (P, S, S) in [0, 1]."""
+    import copy
+
+    from tqdm.auto import tqdm
+
+    from ..models.tprocess import make_process
+
+    config = config or LatentMeanConfig()
+    base = copy.deepcopy(model).eval()
+    if base.config.pose_latent_mean:  # start from the flow's own latents
+        base.pose_latent_mean.zero_()
+    latents = _training_latents(base, volumes, config.seed)
+    pose_mean = latents.mean(0)
+    centred = latents - pose_mean
+    bruno_config = BrunoConfig.from_dict({**base.config.to_dict(), "pose_latent_mean": True})
+    fitted = Bruno(bruno_config)
+    state = {k: v for k, v in base.state_dict().items() if not k.startswith(("process.", "pose_latent_mean"))}
+    fitted.load_state_dict(state, strict=False)
+    with torch.no_grad():
+        fitted.pose_latent_mean.copy_(pose_mean)
+    c = bruno_config
+    process = make_process(c.process, fitted.flow.dim, fitted.n_poses, c.student_t, c.kernel, c.kernel_components)
+    with torch.no_grad():
+        process.prior_mean.copy_(centred.mean((0, 1)))
+    optimizer = torch.optim.Adam(process.parameters(), lr=config.lr)
+    generator = torch.Generator().manual_seed(config.seed)
+    n_subjects, n_poses, dim = centred.shape
+    for step in tqdm(range(config.steps), desc="fit latent process", disable=not progress):
+        for group in optimizer.param_groups:  # cosine decay to 5 %
+            group["lr"] = config.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / config.steps)))
+        subjects = torch.randint(n_subjects, (config.batch_size,), generator=generator)
+        poses = torch.stack([torch.randperm(n_poses, generator=generator)[: config.sequence_length]
+                             for _ in range(config.batch_size)])
+        loss = -process.log_prob(centred[subjects[:, None], poses], poses.float()).mean() / dim
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    fitted.process.load_state_dict(process.state_dict())
+    return fitted.eval()

@@ -47,6 +47,17 @@ def add_bruno_parser(models: argparse._SubParsersAction) -> None:
     parser.add_argument("--export", default=None, help="after training, write best.pt's weights here")
     parser.set_defaults(func=run_train_bruno)
 
+    refit = models.add_parser(
+        "bruno-latent-mean",
+        help="remove the per-pose latent mean of trained BRUNO weights and refit their process (flow frozen)")
+    refit.add_argument("--weights", required=True, help="trained BRUNO weights (shipped file or best.pt)")
+    refit.add_argument("--out", required=True, help="write the new weights here")
+    refit.add_argument("--steps", type=int, default=1500)
+    refit.add_argument("--lr", type=float, default=0.02)
+    refit.add_argument("--seed", type=int, default=0)
+    refit.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    refit.set_defaults(func=run_refit_latent_mean)
+
 
 def run_train_bruno(args: argparse.Namespace) -> int:
     if fabric_missing("bruno"):
@@ -81,4 +92,53 @@ def run_train_bruno(args: argparse.Namespace) -> int:
         limit = latent_limit(model, [s.image for s in load_split("t1_val", "t1", spec)])
         export_weights(best, Path(args.export), context_latent_limit=limit)
         print(f"weights written to {args.export} (context latents clamped at ±{limit})")
+    return 0
+
+
+def run_refit_latent_mean(args: argparse.Namespace) -> int:
+    """Fit the per-pose latent mean and the process; validate; write weights with the
+    validation metrics, the clamp computed on validation, and the command."""
+    import sys
+    import time
+
+    import torch
+
+    from ..checkpoints import load_record, save_record
+    from ..data.splits import SPLITS
+    from ..data.subjects import load_split
+    from ..io.preprocess import GridSpec
+    from ..models.bruno import Bruno
+    from .bruno import LatentMeanConfig, fit_pose_latent_mean, latent_limit, validate
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    started = time.time()
+    model, _ = Bruno.load(args.weights)
+    base = load_record(args.weights, "bruno")
+    spec = GridSpec(**model.config.grid)
+    train = [s.image for s in load_split("t1_train", "t1", spec)]
+    val = [s.image for s in load_split("t1_val", "t1", spec)]
+    fitted = fit_pose_latent_mean(model, train, LatentMeanConfig(steps=args.steps, lr=args.lr, seed=args.seed))
+    fitted.config.context_latent_limit = None
+    limit = latent_limit(fitted, val)
+    fitted.config.context_latent_limit = limit
+    metrics = validate(fitted, val, (1, 3, 5, 9), torch.device("cpu"))
+    seconds = time.time() - started
+    record = {
+        "format": "bruno", "config": fitted.config.to_dict(),
+        "state_dict": {k: v.float() for k, v in fitted.state_dict().items()},
+        "split": {k: SPLITS[f"t1_{k}"] for k in ("train", "val")},
+        "metrics": metrics,
+        "train_config": {**base.get("train_config", {}),
+                         "latent_mean_refit": {"steps": args.steps, "lr": args.lr, "seed": args.seed}},
+        "train_seconds": float(base.get("train_seconds", 0.0)) + seconds,
+        "refit_seconds": seconds,
+        "steps": base.get("steps"),
+        "base_command": base.get("command"),
+        "command": "mentalmap " + " ".join(sys.argv[1:]),
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    save_record(args.out, record)
+    print(json.dumps({"metrics": metrics, "context_latent_limit": limit, "seconds": round(seconds)}))
+    print(f"weights written to {args.out}")
     return 0
