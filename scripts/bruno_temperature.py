@@ -1,9 +1,9 @@
 """Calibration of the mental map's samples against the sampling temperature, on validation only
 (docs/results/bruno.md, "Sampling temperature").
 
-    MENTALMAP_CACHE=/work/cache .venv/bin/python scripts/bruno_temperature.py [0.8,1.0,1.2,1.4]
+    MENTALMAP_CACHE=/work/cache .venv/bin/python scripts/bruno_temperature.py [0.8,1.0,1.2,1.4] [WEIGHTS]
 
-For the shipped BRUNO weights and each temperature (the dock's *temperature*, default 1.0): on
+For the shipped BRUNO weights (or WEIGHTS) and each temperature (the dock's *temperature*, default 1.0): on
 the 9 ``t1_val`` subjects (model grid, contexts evenly spaced, 20 samples, seed 0) the
 ``coverage90`` of the per-voxel 5-95 % sample interval, the ``std_error_spearman``, the
 neighbour-slice SSIM of one sample and the spectrum distance of three samples, exactly as
@@ -32,7 +32,7 @@ N_SAMPLES = 20
 def main() -> None:
     temperatures = [float(t) for t in (sys.argv[1] if len(sys.argv) > 1 else "0.8,1.0,1.2,1.4").split(",")]
     torch.set_num_threads(2)
-    model, _ = load_bruno(None, torch.device("cpu"))
+    model, _ = load_bruno(sys.argv[2] if len(sys.argv) > 2 else None, torch.device("cpu"))
     subjects = load_split("t1_val", "t1", GridSpec(**model.config.grid))
     poses = torch.arange(model.n_poses, dtype=torch.float32)
     print("| temperature | contexts | coverage90 | std_error_spearman | neighbour SSIM (real) | spectrum distance |")

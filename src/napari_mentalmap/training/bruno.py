@@ -294,17 +294,23 @@ class LatentMeanConfig:
     sequence_length: int = 9
     lr: float = 0.02
     seed: int = 0
+    dequantised: bool = False  # fit the latents of dequantised slices (see _training_latents)
 
 
 @torch.no_grad()
-def _training_latents(model: Bruno, volumes: list[np.ndarray], seed: int = 0) -> torch.Tensor:
-    """Latents of every slice of ``volumes`` and of their left-right mirror images, (2N, P, D),
-    dequantised as in training (without it, the exact zeros of the background would give
-    latent dimensions of almost no variance, and a process overconfident about them)."""
+def _training_latents(model: Bruno, volumes: list[np.ndarray], dequantised: bool = False,
+                      seed: int = 0) -> torch.Tensor:
+    """Latents of every slice of ``volumes`` and of their left-right mirror images, (2N, P, D).
+
+    By default of the slices as inference sees them (not dequantised): the process then fits
+    the latents it will condition on. ``dequantised`` fits the training objective's latents
+    instead (a sound bits/dim, but a worse validation mean: see docs/results/bruno.md)."""
     generator = torch.Generator().manual_seed(seed)
     out = []
     for volume in [*volumes, *(np.ascontiguousarray(v[:, :, ::-1]) for v in volumes)]:
-        images = dequantize(torch.from_numpy(np.asarray(volume, np.float32)), generator)
+        images = torch.from_numpy(np.asarray(volume, np.float32))
+        if dequantised:
+            images = dequantize(images, generator)
         out.append(model.encode(images, torch.arange(len(images), dtype=torch.float32))[0])
     return torch.stack(out)
 
@@ -326,7 +332,7 @@ def fit_pose_latent_mean(model: Bruno, volumes: list[np.ndarray], config: Latent
     base = copy.deepcopy(model).eval()
     if base.config.pose_latent_mean:  # start from the flow's own latents
         base.pose_latent_mean.zero_()
-    latents = _training_latents(base, volumes, config.seed)
+    latents = _training_latents(base, volumes, config.dequantised, config.seed)
     pose_mean = latents.mean(0)
     centred = latents - pose_mean
     bruno_config = BrunoConfig.from_dict({**base.config.to_dict(), "pose_latent_mean": True})

@@ -55,6 +55,9 @@ def add_bruno_parser(models: argparse._SubParsersAction) -> None:
     refit.add_argument("--steps", type=int, default=1500)
     refit.add_argument("--lr", type=float, default=0.02)
     refit.add_argument("--seed", type=int, default=0)
+    refit.add_argument("--dequantised", action="store_true",
+                       help="fit the latents of dequantised slices (the training objective's) instead of "
+                            "the slices as inference sees them")
     refit.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     refit.set_defaults(func=run_refit_latent_mean)
 
@@ -118,7 +121,8 @@ def run_refit_latent_mean(args: argparse.Namespace) -> int:
     spec = GridSpec(**model.config.grid)
     train = [s.image for s in load_split("t1_train", "t1", spec)]
     val = [s.image for s in load_split("t1_val", "t1", spec)]
-    fitted = fit_pose_latent_mean(model, train, LatentMeanConfig(steps=args.steps, lr=args.lr, seed=args.seed))
+    fitted = fit_pose_latent_mean(model, train, LatentMeanConfig(steps=args.steps, lr=args.lr, seed=args.seed,
+                                                                       dequantised=args.dequantised))
     fitted.config.context_latent_limit = None
     limit = latent_limit(fitted, val)
     fitted.config.context_latent_limit = limit
@@ -130,7 +134,8 @@ def run_refit_latent_mean(args: argparse.Namespace) -> int:
         "split": {k: SPLITS[f"t1_{k}"] for k in ("train", "val")},
         "metrics": metrics,
         "train_config": {**base.get("train_config", {}),
-                         "latent_mean_refit": {"steps": args.steps, "lr": args.lr, "seed": args.seed}},
+                         "latent_mean_refit": {"steps": args.steps, "lr": args.lr, "seed": args.seed,
+                                               "dequantised": args.dequantised}},
         "train_seconds": float(base.get("train_seconds", 0.0)) + seconds,
         "refit_seconds": seconds,
         "steps": base.get("steps"),
