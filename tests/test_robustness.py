@@ -483,7 +483,8 @@ def test_cli_malicious_pickle_weights(tmp_path: Path, capsys, evil_weights, comm
 WRONG_WEIGHTS = {
     "anomaly-weights-to-bruno": (["bruno", "--contexts", "20,30"], "uad_spatial2d",
                                  r"holds a uad_vae model, not a bruno model; train one with `mentalmap train bruno`"),
-    "bruno-weights-to-anomaly": (["anomaly"], "bruno_t1", r"is not a uad_vae checkpoint"),
+    "bruno-weights-to-anomaly": (["anomaly"], "bruno_t1",
+                                 r"holds a bruno model, not a uad_vae model; train one with `mentalmap train uad"),
     "skullstrip-weights-to-bruno": (["bruno", "--contexts", "20,30"], "skullstrip",
                                     r"skullstrip\.pt is not a bruno checkpoint; train one with `mentalmap train bruno`"),
 }

@@ -271,6 +271,7 @@ def export_weights(checkpoint: Path, destination: Path, command: str | None = No
     if context_latent_limit is not None:
         config["context_latent_limit"] = float(context_latent_limit)
     shipped = {
+        "format": "bruno",
         "config": config,
         "state_dict": {k: v.to(torch.float32) for k, v in record["state_dict"].items()},
         "split": record["split"],
