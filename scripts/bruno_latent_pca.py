@@ -24,16 +24,7 @@ from napari_mentalmap.inference.mental_map import evenly_spaced, load_bruno
 from napari_mentalmap.io.preprocess import GridSpec
 from napari_mentalmap.metrics import lag1_autocorrelation, slice_cc, slice_ssim
 from napari_mentalmap.models.tprocess import make_process
-
-
-@torch.no_grad()
-def encode_volumes(model, volumes: list[np.ndarray]) -> torch.Tensor:
-    out = []
-    for volume in volumes:
-        images = torch.from_numpy(np.asarray(volume, np.float32))
-        z, _ = model.encode(images, torch.arange(len(images), dtype=torch.float32))
-        out.append(z)
-    return torch.stack(out)  # (N, P, D)
+from napari_mentalmap.training.bruno import _training_latents
 
 
 class LatentMap:
@@ -125,7 +116,7 @@ def main() -> None:
     start = time.time()
     train = [s.image for s in load_split("t1_train", "t1", spec)]
     val = [s.image for s in load_split("t1_val", "t1", spec)]
-    latents = encode_volumes(model, train + [v[:, :, ::-1].copy() for v in train])
+    latents = _training_latents(model, train)  # the training volumes and their mirror images
     print(f"encoded {tuple(latents.shape)} in {time.time() - start:.0f} s", flush=True)
     poses = torch.arange(model.n_poses)
     pose_mean = latents.mean(0)  # (P, D)

@@ -106,7 +106,7 @@ def run_refit_latent_mean(args: argparse.Namespace) -> int:
 
     import torch
 
-    from ..checkpoints import load_record, save_record
+    from ..checkpoints import save_record
     from ..data.splits import SPLITS
     from ..data.subjects import load_split
     from ..io.preprocess import GridSpec
@@ -116,14 +116,12 @@ def run_refit_latent_mean(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     started = time.time()
-    model, _ = Bruno.load(args.weights)
-    base = load_record(args.weights, "bruno")
+    model, base = Bruno.load(args.weights)
     spec = GridSpec(**model.config.grid)
     train = [s.image for s in load_split("t1_train", "t1", spec)]
     val = [s.image for s in load_split("t1_val", "t1", spec)]
     fitted = fit_pose_latent_mean(model, train, LatentMeanConfig(steps=args.steps, lr=args.lr, seed=args.seed,
                                                                        dequantised=args.dequantised))
-    fitted.config.context_latent_limit = None
     limit = latent_limit(fitted, val)
     fitted.config.context_latent_limit = limit
     metrics = validate(fitted, val, (1, 3, 5, 9), torch.device("cpu"))
