@@ -193,3 +193,54 @@ def test_killed_napari_save_layers_never_corrupts_the_annotation(tmp_path: Path)
         data = np.asanyarray(image.dataobj)  # readable, complete
         assert data.shape == (96, 96, 96) and data.dtype == np.uint8
         assert any(np.array_equal(data, candidate) for candidate in candidates), "neither old nor new"
+
+
+def test_next_save_removes_stale_temporaries_of_its_target(tmp_path: Path) -> None:
+    """Leftovers of killed saves go at the next save of the same file: a dead writer's (pid in
+    the name, this host) at once, any other after STALE_TEMPORARY_SECONDS; a live writer's, a
+    fresh one of unknown origin and other targets' are kept."""
+    from napari_mentalmap.io import atomic
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    dead_pid = int(dead.stdout)
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    host = atomic._host_tag()
+    try:
+        names = {
+            "dead": f".seg.{host}-{dead_pid}-0123456789ab.tmp.nii.gz",
+            "old-unnamed": ".seg.0123456789ab.tmp.nii.gz",
+            "old-other-host": f".seg.elsewhere-{live.pid}-0123456789ab.tmp.nii.gz",
+            "live": f".seg.{host}-{live.pid}-0123456789ab.tmp.nii.gz",
+            "fresh-unnamed": ".seg.ba9876543210.tmp.nii.gz",
+            "other-target": f".seg2.{host}-{dead_pid}-0123456789ab.tmp.nii.gz",
+            "other-suffix": f".seg.{host}-{dead_pid}-0123456789ab.tmp.nii",
+        }
+        for name in names.values():
+            (tmp_path / name).write_bytes(b"half a volume")
+        hours_ago = time.time() - 7200
+        for key in ("old-unnamed", "old-other-host"):
+            os.utime(tmp_path / names[key], (hours_ago, hours_ago))
+
+        write_volume(tmp_path / "seg.nii.gz", labels_volume(0, (4, 4, 4)), REFERENCE, is_labels=True)
+
+        kept = {"live", "fresh-unnamed", "other-target", "other-suffix"}
+        assert leftovers(tmp_path) == sorted(names[key] for key in kept)
+    finally:
+        live.kill()
+        live.wait()
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
+def test_killed_save_leftover_is_gone_after_the_next_save(tmp_path: Path) -> None:
+    path = tmp_path / "labels.nii.gz"
+    write_volume(path, labels_volume(0), REFERENCE, is_labels=True)
+    for delay in (0.3, 0.15, 0.5, 0.05, 0.8):  # until a kill lands inside a save
+        process = kill_after_ready([WRITER, str(path), "1", "2"], delay)
+        assert process.returncode == -signal.SIGKILL
+        if leftovers(tmp_path):
+            break
+    assert leftovers(tmp_path), "no kill landed inside a save"
+    write_volume(path, labels_volume(3), REFERENCE, is_labels=True)
+    assert leftovers(tmp_path) == []
+    np.testing.assert_array_equal(np.asanyarray(nib.load(str(path)).dataobj), labels_volume(3))

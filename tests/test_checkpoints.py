@@ -101,3 +101,30 @@ def test_resolve_names_and_paths(tmp_path):
     assert resolve(None, "bruno_t1") == shipped("bruno_t1").path
     assert resolve("uad_dense2d", "bruno_t1") == shipped("uad_dense2d").path
     assert resolve(tmp_path / "x.pt", "bruno_t1") == tmp_path / "x.pt"
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+@pytest.mark.parametrize("case", ["pickle-payload", "wrong-kind-long-hint", "not-a-checkpoint", "truncated"])
+def test_weights_refusals_fit_on_one_line(tmp_path, case):
+    """Each refusal is one short line that keeps the cause and the file name (it was a
+    300-character line with terminal colour codes for a pickle payload)."""
+    path = tmp_path / f"{case}.pt"
+    if case == "pickle-payload":
+        torch.save({"config": {}, "state_dict": {}, "payload": _Payload(tmp_path / "pwned")}, path)
+        expected, cause = "bruno", "was refused: it holds a pickle payload (getattr) that could run code"
+    elif case == "wrong-kind-long-hint":  # the DAE's retraining command has many options
+        path.write_bytes(shipped("bruno_t1").path.read_bytes())
+        expected, cause = "uad_dae", "holds a bruno model, not a uad_dae model; train one with " \
+                                     "`mentalmap train uad --kind dae2d`"
+    elif case == "not-a-checkpoint":
+        path.write_bytes(b"\x80" + b"garbage" * 50)
+        expected, cause = "bruno", "is not a readable PyTorch checkpoint"
+    else:
+        path.write_bytes(shipped("skullstrip").path.read_bytes()[:5000])
+        expected, cause = "skullstrip", "is not a readable PyTorch checkpoint"
+    with pytest.raises(WeightsError) as error:
+        load_record(path, expected)
+    message = str(error.value)
+    assert f"weights file {path} " in message and cause in message
+    assert "\n" not in message and "\x1b" not in message
+    assert len(message) - len(str(path)) <= 120, message

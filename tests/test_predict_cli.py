@@ -36,7 +36,7 @@ def test_predict_anomaly_folder_with_a_truncated_file(tmp_path: Path, capsys: py
 
     assert code != 0
     assert "broken.nii.gz" in capsys.readouterr().err
-    assert sorted(p.name for p in out.iterdir()) == ["a_FLAIR_anomaly.nii.gz", "b_FLAIR_anomaly.nii.gz"]
+    assert sorted(p.name for p in out.iterdir()) == [f"{n}_FLAIR_anomaly.{e}" for n in "ab" for e in ("json", "nii.gz")]
     for name in ("a_FLAIR", "b_FLAIR"):
         output = out / f"{name}_anomaly.nii.gz"
         _same_grid(output, FLAIR)
@@ -49,7 +49,8 @@ def test_predict_bruno_contexts(tmp_path: Path) -> None:
                      "--device", "cpu", "--threads", "2"])
     assert code == 0
     stem = "patient07_T1_2mm"
-    assert sorted(p.name for p in out.iterdir()) == [f"{stem}_bruno_mean.nii.gz", f"{stem}_bruno_std.nii.gz"]
+    assert sorted(p.name for p in out.iterdir()) == [f"{stem}_bruno_{m}.{e}" for m in ("mean", "std")
+                                                     for e in ("json", "nii.gz")]
     for kind in ("mean", "std"):
         _same_grid(out / f"{stem}_bruno_{kind}.nii.gz", T1)
 
@@ -122,7 +123,7 @@ def test_predict_mask_over_two_processes(tmp_path: Path) -> None:
                             env={**os.environ, "PYTHONWARNINGS": "ignore"})
     assert result.returncode == 1, result.stderr[-2000:]
     assert "d_broken.nii.gz" in result.stderr
-    assert sorted(p.name for p in out.iterdir()) == [f"{n}_brain_mask.nii.gz" for n in ("a", "b", "c")]
+    assert sorted(p.name for p in out.iterdir()) == [f"{n}_brain_mask.{e}" for n in "abc" for e in ("json", "nii.gz")]
     mask = nib.load(str(out / "a_brain_mask.nii.gz"))
     assert np.allclose(mask.affine, nib.load(str(T1)).affine) and mask.header.get_intent()[0] == "label"
     assert 0.05 < np.asanyarray(mask.dataobj).mean() < 0.6
@@ -137,7 +138,8 @@ def test_predict_latent_writes_latents_and_a_reconstruction_over_the_input(tmp_p
     code = cli.main(["predict", "latent", "-i", str(T1), "-o", str(out), "--device", "cpu", "--threads", "2"])
     assert code == 0
     stem = "patient07_T1_2mm"
-    assert sorted(p.name for p in out.iterdir()) == [f"{stem}_latent_reconstruction.nii.gz", f"{stem}_latents.npz"]
+    assert sorted(p.name for p in out.iterdir()) == [f"{stem}_latent_reconstruction.{e}" for e in ("json", "nii.gz")] + [
+        f"{stem}_latents.{e}" for e in ("json", "npz")]
     with np.load(out / f"{stem}_latents.npz", allow_pickle=False) as stored:
         latents, affine = stored["latents"], stored["grid_affine"]
     reconstruction = nib.load(str(out / f"{stem}_latent_reconstruction.nii.gz"))

@@ -279,7 +279,7 @@ def test_cli_one_good_one_bad_file(tmp_path: Path, capsys) -> None:
     assert code == 1
     assert f"FAILED {inputs / 'broken.nii.gz'}: VolumeReadError" in text and "looks truncated" in text
     assert "1 of 2 file(s) failed" in text
-    assert sorted(snapshot(out)) == [f"{T1_STEM}_bruno_mean.nii.gz", f"{T1_STEM}_bruno_std.nii.gz"]
+    assert sorted(snapshot(out)) == [f"{T1_STEM}_bruno_{m}.{e}" for m in ("mean", "std") for e in ("json", "nii.gz")]
     assert snapshot(inputs) == before
 
 
@@ -293,14 +293,14 @@ def test_cli_file_deleted_between_listing_and_reading(tmp_path: Path, capsys, mo
         doomed.unlink()  # another program removes it after we listed it
         return paths
 
-    monkeypatch.setattr(predict, "collect_inputs", collect_then_delete)
+    monkeypatch.setattr(predict.runner, "collect_inputs", collect_then_delete)
     out = tmp_path / "out"
     code, text = mentalmap(["predict", "bruno", "-i", str(inputs), "-o", str(out), "--contexts", "20,30,40", *CPU],
                            capsys)
     assert code == 1
     assert f"FAILED {doomed}: VolumeReadError: {doomed}: no such file" in text
     assert "1 of 2 file(s) failed" in text
-    assert sorted(snapshot(out)) == [f"{T1_STEM}_bruno_mean.nii.gz", f"{T1_STEM}_bruno_std.nii.gz"]
+    assert sorted(snapshot(out)) == [f"{T1_STEM}_bruno_{m}.{e}" for m in ("mean", "std") for e in ("json", "nii.gz")]
 
 
 @pytest.mark.parametrize("case", ["not-nifti", "2d-image"])
@@ -431,7 +431,7 @@ def test_cli_output_folder_permission_simulated(tmp_path: Path, capsys, monkeypa
         out.mkdir()
         (out / "keep.txt").write_text("keep")
         real_access = os.access
-        monkeypatch.setattr(predict.os, "access",
+        monkeypatch.setattr(os, "access",
                             lambda path, mode, **kw: False if Path(path) == out else real_access(path, mode, **kw))
         message = f"output folder {out} is not writable; nothing was processed"
     code, text = mentalmap(["predict", "anomaly", "-i", str(SAMPLE_FLAIR), "-o", str(out), *CPU], capsys)
@@ -572,8 +572,8 @@ def test_cli_contexts_out_of_range_or_duplicate(tmp_path: Path, capsys, contexts
     out.mkdir()
     earlier = out / f"{T1_STEM}_bruno_mean.nii.gz"
     earlier.write_bytes(b"the result of an earlier, good run")
-    code, text = mentalmap(["predict", "bruno", "-i", str(SAMPLE_T1), "-o", str(out), "--contexts", contexts, *CPU],
-                           capsys)
+    code, text = mentalmap(["predict", "bruno", "-i", str(SAMPLE_T1), "-o", str(out), "--contexts", contexts,
+                            "--overwrite", *CPU], capsys)
     assert code == 1
     assert f"FAILED {SAMPLE_T1}: ValueError: {message}" in text
     assert snapshot(out) == {earlier.name: b"the result of an earlier, good run"}  # kept, nothing added

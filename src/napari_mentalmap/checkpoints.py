@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,11 +116,12 @@ def load_record(path: str | os.PathLike, expected_format: str | None = None,
     try:
         record = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
-        raise WeightsError(
-            f"weights file {path} was refused: it holds Python objects besides tensors and plain "
-            f"data (a pickle payload that could run code); nothing in it was executed. ({_first_line(error)})"
-        ) from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as error:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+        what = f"a pickle payload ({found[1]})" if found else "a pickle payload"
+        raise WeightsError(f"weights file {path} was refused: it holds {what} that could run code; "
+                           "nothing in it was executed") from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, IndexError, KeyError, TypeError,
+            UnicodeDecodeError) as error:  # what a garbled pickle stream raises inside the unpickler
         raise WeightsError(f"weights file {path} is not a readable PyTorch checkpoint ({_first_line(error)})") from None
     if not isinstance(record, dict):
         raise WeightsError(f"weights file {path} holds a {type(record).__name__}, not a checkpoint record")
@@ -211,9 +213,20 @@ def _looks_like(record: dict, expected_format: str) -> bool:
 def _retrain_hint(expected_format: str | None) -> str:
     commands = {model.format: model.command for model in SHIPPED.values()}
     command = commands.get(expected_format or "")
-    return f"; train one with `{command}`" if command else ""
+    return f"; train one with `{_short_command(command)}`" if command else ""
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__
+def _short_command(command: str) -> str:
+    """``mentalmap train X`` with only the options that pick the model (the rest are in the model card)."""
+    words, kept = command.split(), []
+    for index, word in enumerate(words):
+        if index < 3 or (word in ("--kind", "--part") or words[index - 1] in ("--kind", "--part")):
+            kept.append(word)
+    return " ".join(kept)
+
+
+def _first_line(error: BaseException, limit: int = 100) -> str:
+    """The cause for a one-line message: first line, no terminal colour codes, at most ``limit`` characters."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip().splitlines()
+    line = text[0].strip() if text else type(error).__name__
+    return line if len(line) <= limit else line[: limit - 1].rstrip() + "…"

@@ -23,6 +23,13 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "napari_mentalmap.training.commands",
     "napari_mentalmap.evaluation.commands",
 )
+LAZY_SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "napari_mentalmap.predict": ("predict", "run a model over files: anomaly maps or BRUNO mental maps"),
+    "napari_mentalmap.training.commands": ("train", "train a model on the shared data"),
+    "napari_mentalmap.evaluation.commands": ("eval", "evaluate models on the held-out data"),
+}
+"""Command name and help of each module in :data:`SUBCOMMAND_MODULES`, so that ``main`` imports
+only the module of the command it runs (``mentalmap --help`` imports no torch)."""
 DEMO_WIDGETS: tuple[str, ...] = ("Mental maps (BRUNO)",)
 
 
@@ -137,9 +144,17 @@ def run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_optional_subcommands(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``train`` / ``eval`` when their modules exist; real import errors propagate."""
+def _add_optional_subcommands(subparsers: argparse._SubParsersAction, only: str | None = None) -> None:
+    """Add ``predict`` / ``train`` / ``eval`` when their modules exist; real import errors propagate.
+
+    With ``only`` (a command name, or ``""`` for none), the modules of the other known commands
+    are not imported: they are listed with their help and a stub that loads them when run.
+    """
     for module_name in SUBCOMMAND_MODULES:
+        if only is not None and module_name in LAZY_SUBCOMMANDS and LAZY_SUBCOMMANDS[module_name][0] != only:
+            name, help_text = LAZY_SUBCOMMANDS[module_name]
+            subparsers.add_parser(name, help=help_text, add_help=False)
+            continue
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as error:
@@ -149,8 +164,9 @@ def _add_optional_subcommands(subparsers: argparse._SubParsersAction) -> None:
         module.add_parser(subparsers)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``mentalmap`` argument parser with all available subcommands."""
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The ``mentalmap`` argument parser with all available subcommands (with ``only``: only that
+    command's module imported, see :func:`_add_optional_subcommands`)."""
     parser = argparse.ArgumentParser(
         prog="mentalmap",
         description="Mental maps (BRUNO), anomaly maps and latent explorer for brain MRI.",
@@ -171,14 +187,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(func=run_demo)
 
-    _add_optional_subcommands(subparsers)
+    _add_optional_subcommands(subparsers, only)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mentalmap`` console script."""
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((word for word in argv if not word.startswith("-")), "")
+    parser = build_parser(only=command)
     args = parser.parse_args(argv)
+    args.argv = argv  # what the outputs' sidecars record as the command line
     if not getattr(args, "func", None):
         parser.print_help()
         return 1

@@ -1,0 +1,186 @@
+"""The ``predict`` subcommands: what each loads, which files it writes for one input, and how.
+
+Outputs go on the input's own grid and affine (``write_volume`` with the input as
+reference), except BRUNO samples and latent reconstructions: model grid, with an affine
+that places them over the input. Every output gets a JSON sidecar (:mod:`.outputs`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from ..checkpoints import resolve, shipped
+from .inputs import EXIT_SETUP_FAILED, evenly_spaced_contexts, grid_affine
+from .outputs import InputOutputs
+from .runner import Command, SetupError, run
+
+STD_SAMPLES = 8
+"""Samples drawn for the std map when ``--samples`` asks for fewer than 2."""
+
+
+def _anomaly_threshold(args: argparse.Namespace, method: str, model) -> dict | None:
+    """The labels threshold ``{"value", "chosen"}``, None without labels; :class:`SetupError`
+    when there is no Auto threshold for these weights."""
+    from ..inference.anomaly_methods import auto_threshold
+
+    if args.threshold is not None:
+        return {"value": float(args.threshold), "chosen": "given (--threshold)"}
+    if not args.labels:
+        return None
+    value, chosen = None, f"Auto for {args.labels}, chosen on validation data for {method}"
+    if not args.weights:
+        value = auto_threshold(method, "positive", args.labels)
+    elif args.labels == "lesions" and model.residual_kind == "positive":
+        value, chosen = model.threshold, f"Auto for lesions stored in {args.weights}"
+    if value is None:
+        raise SetupError(f"no {args.labels} Auto threshold for these weights; give --threshold")
+    return {"value": float(value), "chosen": chosen}
+
+
+def run_anomaly(args: argparse.Namespace) -> int:
+    """``mentalmap predict anomaly``; with ``--labels TARGET`` also the labels at that target's
+    Auto threshold (or ``--threshold``), small components removed, as in the dock."""
+    from ..inference.anomaly_methods import GATED_METHOD, GATED_MODEL, INTENSITY_METHOD
+
+    intensity = args.model == "intensity" and not args.weights
+    gated = args.model == "gated" and not args.weights
+    method = INTENSITY_METHOD if intensity else GATED_METHOD if gated else args.model
+    source = None if intensity else GATED_MODEL if gated else args.weights or args.model
+    weights = None if source is None else Path(source) if args.weights else shipped(f"uad_{source}").path
+    with_labels = bool(args.labels) or args.threshold is not None
+
+    def load(device):
+        from ..inference.anomaly import load_anomaly_model
+
+        return None if intensity else load_anomaly_model(source, device)
+
+    def make_process(device, model):
+        from ..inference.anomaly import anomaly_map, gated_intensity_map, intensity_anomaly_map
+        from ..inference.jobs import run_to_completion
+        from ..inference.labels import DEFAULT_MIN_SIZE, threshold_labels
+
+        threshold = _anomaly_threshold(args, method, model)
+
+        def process(volume, outputs: InputOutputs) -> None:
+            job = (intensity_anomaly_map(volume.data, volume.spacing, device=device) if intensity
+                   else gated_intensity_map(volume.data, volume.spacing, model, device=device) if gated
+                   else anomaly_map(volume.data, volume.spacing, model, device=device))
+            result = run_to_completion(job)
+            for note in result.warnings:
+                print(f"{outputs.source}: {note}", file=sys.stderr)
+            outputs.volume("_anomaly.nii.gz", result.anomaly, volume, is_labels=False, map_name="anomaly")
+            if threshold is not None:  # the value used here is the one the sidecar records
+                labels = (threshold_labels(result.anomaly, threshold["value"], DEFAULT_MIN_SIZE) > 0).astype(np.uint8)
+                outputs.volume("_anomaly_labels.nii.gz", labels, volume, is_labels=True, map_name="labels",
+                               threshold=threshold, min_component_voxels=DEFAULT_MIN_SIZE)
+        return process
+
+    return run(args, Command(
+        "anomaly", method, "gated" if gated else "intensity" if intensity else str(args.model), weights, load,
+        lambda stem: [f"{stem}_anomaly.nii.gz"] + ([f"{stem}_anomaly_labels.nii.gz"] if with_labels else []),
+        make_process, expects="FLAIR"))
+
+
+def run_bruno(args: argparse.Namespace) -> int:
+    """``mentalmap predict bruno``: mean and std (and ``--samples``) from a few axial slices."""
+
+    def load(device):
+        from ..inference.mental_map import load_bruno
+
+        return load_bruno(args.weights, device)[0]
+
+    def make_process(device, model):
+        from ..inference.brain import auto_brain_mask
+        from ..inference.jobs import run_to_completion
+        from ..inference.mental_map import hallucinate, on_input_grid
+        from ..io.preprocess import GridSpec, plan_grid
+
+        spec = GridSpec(**model.config.grid) if model.config.grid else GridSpec(
+            n_poses=model.n_poses, size=model.image_size)
+
+        def process(volume, outputs: InputOutputs) -> None:
+            data = np.nan_to_num(np.asarray(volume.data, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+            mask = auto_brain_mask(data, volume.spacing, device=str(device))
+            if args.contexts is not None:
+                contexts, how = list(args.contexts), "given (--contexts)"  # hallucinate checks the range
+            else:
+                first, last = plan_grid(mask, volume.spacing, spec).covered_slices()
+                contexts = evenly_spaced_contexts(first, last, args.n_contexts)
+                how = f"{len(contexts)} evenly spaced over the axial slices {first}..{last} the model covers"
+            print(f"{outputs.source}: context slices {','.join(map(str, contexts))} ({how})", flush=True)
+            # the std needs samples: draw STD_SAMPLES when fewer were asked for (not written then)
+            n_draw = args.samples if args.samples >= 2 else STD_SAMPLES
+            mental = run_to_completion(hallucinate(volume.data, volume.spacing, contexts, n_samples=n_draw,
+                                                   weights=args.weights, device=str(device), mask=mask))
+            maps = on_input_grid(mental, volume.data, keep_contexts=True)
+            outputs.details.update(contexts=[int(c) for c in mental.context_slices], contexts_chosen=how,
+                                   samples_drawn=len(mental.samples_grid))
+            outputs.volume("_bruno_mean.nii.gz", maps.mean, volume, is_labels=False, map_name="mean")
+            outputs.volume("_bruno_std.nii.gz", maps.std, volume, is_labels=False, map_name="std")
+            if args.samples > 0:
+                # (N, P, S, S) on the model grid, canonical axis order: written as-is (channels
+                # last in the file) with the affine that places the grid over the input.
+                outputs.volume("_bruno_samples.nii.gz", mental.samples_grid[: args.samples],
+                               {"affine": grid_affine(volume, mental.mapping).tolist()}, is_labels=False,
+                               map_name="samples")
+        return process
+
+    names = ["mean", "std"] + (["samples"] if args.samples > 0 else [])
+    return run(args, Command("bruno", "BRUNO (conditional flow + exchangeable process)", "bruno",
+                             resolve(args.weights, "bruno_t1"), load,
+                             lambda stem: [f"{stem}_bruno_{name}.nii.gz" for name in names],
+                             make_process, expects="T1"))
+
+
+def run_mask(args: argparse.Namespace) -> int:
+    """``mentalmap predict mask``: the brain mask every model uses (learned extraction for a
+    T1 or FLAIR with skull, the non-zero region of a skull-stripped scan)."""
+    if args.weights:
+        print("mentalmap predict mask: the shipped brain extraction is used; --weights is not supported here",
+              file=sys.stderr)
+        return EXIT_SETUP_FAILED
+
+    def make_process(device, _model):
+        from ..inference.brain import auto_brain_mask
+
+        def process(volume, outputs: InputOutputs) -> None:
+            mask = auto_brain_mask(np.asarray(volume.data, np.float32), volume.spacing, device=device.type)
+            outputs.volume("_brain_mask.nii.gz", mask.astype(np.uint8), volume, is_labels=True, map_name="mask")
+        return process
+
+    return run(args, Command("mask", "brain extraction (learned; non-zero region of a stripped scan)", "mask",
+                             shipped("skullstrip").path, lambda device: None,
+                             lambda stem: [f"{stem}_brain_mask.nii.gz"], make_process))
+
+
+def run_latent(args: argparse.Namespace) -> int:
+    """``mentalmap predict latent``: slice-VAE latents of every model-grid slice
+    (``<stem>_latents.npz``) and their decoding (``<stem>_latent_reconstruction.nii.gz``,
+    model grid placed over the input)."""
+
+    def load(device):
+        from ..inference.latent import load_slice_vae
+
+        return load_slice_vae(args.weights, str(device))
+
+    def make_process(_device, bundle):
+        from ..inference.jobs import run_to_completion
+        from ..inference.latent import encode_volume_job
+
+        def process(volume, outputs: InputOutputs) -> None:
+            encoded = run_to_completion(encode_volume_job(bundle, volume.data, volume.spacing))
+            mapping = encoded.prepared.mapping
+            affine = np.asarray(volume.affine, float) if mapping is None else grid_affine(volume, mapping)
+            outputs.npz("_latents.npz", "latents", {"latents": encoded.latents.astype(np.float32),
+                                                    "poses": np.arange(len(encoded.latents)), "grid_affine": affine})
+            outputs.volume("_latent_reconstruction.nii.gz", encoded.reconstruction, {"affine": affine.tolist()},
+                           is_labels=False, map_name="reconstruction")
+        return process
+
+    return run(args, Command("latent", "slice VAE", "latent", resolve(args.weights, "slice_vae"), load,
+                             lambda stem: [f"{stem}_latents.npz", f"{stem}_latent_reconstruction.nii.gz"],
+                             make_process))
