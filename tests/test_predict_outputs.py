@@ -174,6 +174,9 @@ def test_anomaly_labels_record_the_threshold_they_were_cut_at(tmp_path: Path) ->
 
 
 def test_modality_mismatch_warns_and_strict_refuses(tmp_path: Path, capsys) -> None:
+    from napari_mentalmap.inference.modality import classify_modality, modality_mismatch
+    from napari_mentalmap.io.nifti import read_volume
+
     inputs = tmp_path / "in"
     inputs.mkdir()
     for sample in (SAMPLE_T1, SAMPLE_FLAIR):
@@ -185,8 +188,10 @@ def test_modality_mismatch_warns_and_strict_refuses(tmp_path: Path, capsys) -> N
     err = capsys.readouterr().err
     assert code == 0
     warnings = [line for line in re.split(r"[\r\n]", err) if line.startswith("WARNING")]
-    assert warnings == [next(line for line in warnings if str(t1) in line)]  # one line, for the T1 only
-    assert "not an FLAIR image" in warnings[0] and "T1-weighted" in warnings[0]
+    volume = read_volume(t1)
+    expected = modality_mismatch(classify_modality(volume.data, volume.spacing), "FLAIR")
+    assert expected and "T1-weighted" in expected
+    assert warnings == [f"WARNING {t1}: {expected}"]  # one line, for the T1 only
     assert sidecar(tmp_path / "a" / "patient07_FLAIR_2mm_anomaly.nii.gz")["modality"]["matches"] is True
 
     code = cli.main(["predict", "anomaly", "--model", "intensity", "--strict", "-i", str(inputs),
@@ -236,7 +241,23 @@ def test_num_nodes_without_torchrun_or_slurm_is_refused(tmp_path: Path, capsys) 
     code = cli.main(["predict", "mask", "-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--num-nodes", "2",
                      *CPU])
     assert code == 2 and "--num-nodes 2 needs one process per node" in capsys.readouterr().err
-    assert not any((tmp_path / "out").iterdir())
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("launcher", [
+    {"TORCHELASTIC_RUN_ID": "x", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "RANK": "0"},
+    {"SLURM_PROCID": "0", "SLURM_STEP_NUM_TASKS": "2", "SLURM_NTASKS": "2", "SLURM_JOB_NAME": "cohort"},
+], ids=["torchrun", "srun"])
+def test_processes_started_by_torchrun_without_num_nodes_are_refused(tmp_path: Path, capsys, monkeypatch,
+                                                                     launcher: dict[str, str]) -> None:
+    """Without --num-nodes/--devices every process would do every file: refused before any."""
+    tiny_inputs(tmp_path / "in", n=1)
+    for name, value in launcher.items():
+        monkeypatch.setenv(name, value)
+    code = cli.main(["predict", "mask", "-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"), *CPU])
+    assert code == 2 and "2 processes were started (torchrun or srun) but each would do every file" in \
+        capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 def _free_port() -> int:

@@ -60,11 +60,12 @@ class Command:
 
 
 def _cluster_world_size() -> int:
-    """Processes started for this run by torchrun (``WORLD_SIZE``) or ``srun`` (``SLURM_NTASKS``); 1 otherwise."""
+    """Processes started for this run by torchrun (``WORLD_SIZE``) or ``srun`` (``SLURM_STEP_NUM_TASKS``,
+    not set in a batch script's own step); 1 otherwise."""
     if "TORCHELASTIC_RUN_ID" in os.environ or ("WORLD_SIZE" in os.environ and "LOCAL_RANK" in os.environ):
         return int(os.environ.get("WORLD_SIZE", "1"))
     if "SLURM_PROCID" in os.environ and os.environ.get("SLURM_JOB_NAME") not in ("bash", "interactive"):
-        return int(os.environ.get("SLURM_NTASKS", "1"))
+        return int(os.environ.get("SLURM_STEP_NUM_TASKS", "1"))
     return 1
 
 
