@@ -12,23 +12,29 @@ torch threads: torch's intra-op thread count is per OS thread under OpenMP, so a
 thread does not necessarily see what the GUI thread set. :func:`threaded_job` records
 ``torch.get_num_threads()`` as found inside the worker and sets it to the GUI thread's
 value when they differ (see ``benchmarks/gui_bench.py`` for the measurement).
+
+Closing: every worker comes from :func:`._threads.new_worker` (no abort when Python exits
+while one runs; see there). A dock that is closed or destroyed asks its workers to quit
+and ignores what they deliver afterwards.
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 import sys
 import time
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from napari.qt.threading import GeneratorWorker, create_worker
+from napari.qt.threading import GeneratorWorker
 from napari.utils.notifications import show_error
 from qtpy.QtCore import QEvent, QObject, QTimer
 from qtpy.QtWidgets import QLabel, QProgressBar, QPushButton, QWidget
 
 from ..inference.jobs import Progress
+from ._threads import is_deleted_error, new_worker, viewer_closed
 
 
 @dataclass
@@ -54,35 +60,58 @@ def threaded_job(job: Generator[Progress, None, Any], stats: JobStats) -> Genera
         torch.set_num_threads(stats.torch_threads_main)
     stats.torch_threads_used = torch.get_num_threads()
     started = time.perf_counter()
-    result = yield from job
+    result = yield from _runtime_errors_reported(job)
     stats.seconds = time.perf_counter() - started
     return result
+
+
+def _runtime_errors_reported(job: Generator[Progress, None, Any]) -> Generator[Progress, None, Any]:
+    try:
+        return (yield from job)
+    except RuntimeError as error:
+        raise JobFailed(str(error)) from error
+
+
+class JobFailed(Exception):
+    """A job's RuntimeError (torch raises them), re-raised as this: napari's generator worker
+    takes a RuntimeError for "the worker was deleted" and ends without ``errored`` or
+    ``finished``, which would leave the dock busy for good."""
 
 
 def start_thread(function: Callable[..., Any], *args: Any, on_returned: Callable[[Any], None],
                  on_errored: Callable[[BaseException], None], owner: QWidget | None = None) -> GeneratorWorker:
     """Run a plain function (no progress, no Cancel: e.g. a brain mask) in a worker thread.
 
-    When ``owner`` (the dock) is destroyed first (the dock or the viewer closed), the
-    callbacks are not called; a callback that meets a widget deleted without that signal
-    reaching us (at teardown) stops quietly: nothing touches a deleted widget.
+    A generator ``function`` (progress reports ignored) stops at its next report when the
+    worker is asked to quit. When ``owner`` (the dock) is destroyed first (the dock or the
+    viewer closed), the worker is asked to quit and the callbacks are not called; a callback
+    that meets a widget deleted without that signal reaching us (at teardown) stops
+    quietly: nothing touches a deleted widget.
     """
     alive = [True]
+    if inspect.isgeneratorfunction(function):
+        worker = new_worker(_runtime_errors_reported, function(*args))
+    else:
+        worker = new_worker(function, *args)
+
+    def owner_gone(*_: object) -> None:
+        alive[0] = False
+        worker.quit()
+
     if owner is not None:
-        owner.destroyed.connect(lambda *_: alive.__setitem__(0, False))
+        owner.destroyed.connect(owner_gone)
 
     def guarded(callback: Callable[[Any], None]) -> Callable[[Any], None]:
         def call(value: Any) -> None:
-            if not alive[0]:
+            if not alive[0] or (owner is not None and viewer_closed(owner)):
                 return
             try:
                 callback(value)
             except RuntimeError as error:
-                if "has been deleted" not in str(error):
+                if not is_deleted_error(error):
                     raise
         return call
 
-    worker = create_worker(function, *args, _start_thread=False, _ignore_errors=True)
     worker.returned.connect(guarded(on_returned))
     worker.errored.connect(guarded(on_errored))
     worker.start()
@@ -158,6 +187,7 @@ class JobRunner:
         self.cancel_button = cancel_button
         self.busy_widgets = busy_widgets
         self.title = title
+        self.owner = owner
         self.worker: GeneratorWorker | None = None
         self.stats: JobStats | None = None
         self._on_returned: Callable[[Any], list[Callable[[], str]]] | None = None
@@ -188,7 +218,7 @@ class JobRunner:
             raise RuntimeError("a job is already running")
         self.stats = JobStats(name=name, torch_threads_main=gui_torch_threads())
         self._on_returned = on_returned
-        worker = create_worker(threaded_job, job, self.stats, _start_thread=False, _ignore_errors=True)
+        worker = new_worker(threaded_job, job, self.stats)
         worker.yielded.connect(self._on_progress)
         worker.returned.connect(self._returned)
         worker.errored.connect(self._errored)
@@ -225,8 +255,17 @@ class JobRunner:
         self.progress.setValue(int(done))
         self.status.setText(f"{self.stats.name}: {message} ({done}/{total})")
 
+    def _stopped(self) -> bool:
+        """True (and the job stopped) once the dock or its viewer was closed."""
+        if not self.closed and self.owner is not None and viewer_closed(self.owner):
+            self.shutdown()
+        return self.closed
+
     def _returned(self, result: Any) -> None:
-        if self.closed:
+        if self._stopped():
+            return
+        if self.worker is not None and self.worker.abort_requested:  # Cancel (or napari closing) came first
+            self._aborted()
             return
         self.cancel_button.setEnabled(False)
         try:
@@ -240,7 +279,7 @@ class JobRunner:
 
     def _next_step(self) -> None:
         """Run one display step; the last one completes the job."""
-        if self.closed:
+        if self._stopped():
             return
         if self._steps:
             step = self._steps.pop(0)
@@ -265,7 +304,8 @@ class JobRunner:
         if self.closed:
             return
         self.stats.outcome = "failed"
-        self.stats.error = f"{type(error).__name__}: {error}"
+        cause = error.__cause__ if isinstance(error, JobFailed) and error.__cause__ is not None else error
+        self.stats.error = f"{type(cause).__name__}: {error}"
         self.status.setText(f"{self.stats.name} failed: {error}")
         report_error(f"{self.title}: {self.stats.name} failed: {error}")
 
@@ -299,8 +339,10 @@ class LatestOnly:
     call runs, only the newest request waits; ``on_result`` gets each result in the GUI thread."""
 
     def __init__(self, function: Callable[[Any], Any], on_result: Callable[[Any], None],
-                 on_error: Callable[[BaseException], None] | None = None) -> None:
+                 on_error: Callable[[BaseException], None] | None = None, owner: QWidget | None = None) -> None:
+        """``owner``: the dock; results arriving after its viewer was closed are dropped."""
         self.function = function
+        self.owner = owner
         self.on_result = on_result
         self.on_error = on_error or (lambda error: report_error(str(error)))
         self.worker = None
@@ -315,6 +357,8 @@ class LatestOnly:
         """The dock is closing: drop waiting requests and ignore the running one's result."""
         self.closed = True
         self._pending = []
+        if self.worker is not None:
+            self.worker.quit()
 
     def request(self, argument: Any) -> None:
         """Compute for ``argument`` now, or after the running call (replacing any waiting one)."""
@@ -326,12 +370,21 @@ class LatestOnly:
         if not self._pending or self.closed:
             return
         argument = self._pending.pop()
-        worker = create_worker(self.function, argument, _start_thread=False, _ignore_errors=True)
-        worker.returned.connect(lambda value: None if self.closed else self.on_result(value))
-        worker.errored.connect(lambda error: None if self.closed else self.on_error(error))
+        worker = new_worker(self.function, argument)
+        worker.returned.connect(lambda value: self._deliver(self.on_result, value))
+        worker.errored.connect(lambda error: self._deliver(self.on_error, error))
         worker.finished.connect(self._finished)
         self.worker = worker
         worker.start()
+
+    def _deliver(self, callback: Callable[[Any], None], value: Any) -> None:
+        if self.closed or (self.owner is not None and viewer_closed(self.owner)):
+            return
+        try:
+            callback(value)
+        except RuntimeError as error:  # the dock's widgets were deleted first (teardown)
+            if not is_deleted_error(error):
+                raise
 
     def _finished(self) -> None:
         self.worker = None

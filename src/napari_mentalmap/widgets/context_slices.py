@@ -13,7 +13,7 @@ through :meth:`ContextSlicesWidget.when_range_ready` instead of freezing the vie
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -30,7 +30,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..inference.brain import auto_brain_mask
+from ..inference.brain import brain_mask_job
 from ..io.preprocess import GridSpec, NoBrainError, plan_grid
 from ._layers import RESULT_KEY, aligned_with
 
@@ -66,10 +66,11 @@ def covered_range(mask: np.ndarray, spacing: tuple[float, float, float],
 
 
 def brain_range(volume: np.ndarray, spacing: tuple[float, float, float]
-                ) -> tuple[np.ndarray | None, tuple[int, int] | None]:
-    """Brain mask and the axial range the model covers (None, None when there is no brain)."""
+                ) -> Generator[tuple[int, int, str], None, tuple[np.ndarray | None, tuple[int, int] | None]]:
+    """Brain mask and the axial range the model covers (None, None when there is no brain), as
+    a job: closing the dock stops it between the skull check and the mask."""
     try:
-        mask = auto_brain_mask(volume, spacing)
+        mask = yield from brain_mask_job(volume, spacing)
         return mask, covered_range(mask, spacing)
     except NoBrainError:
         return None, None

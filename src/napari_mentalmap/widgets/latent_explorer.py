@@ -85,7 +85,7 @@ class LatentExplorerWidget(QWidget):
         self._plot_timer.timeout.connect(self._update_plot_marker)
         self._build_ui()
         self.runner = JobRunner(self.progress, self.status, self.cancel_button, self._buttons, "Latent explorer", owner=self)
-        self.decoder = LatestOnly(self._decode_timed, self._decoded)
+        self.decoder = LatestOnly(self._decode_timed, self._decoded, owner=self)
         self.progress.destroyed.connect(self.decoder.shutdown)
         self.loading = True
         self._set_enabled(False)
