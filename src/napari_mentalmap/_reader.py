@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -38,13 +39,43 @@ def napari_get_reader(path: PathLike | Sequence[PathLike]) -> Callable[..., list
     return read_nifti
 
 
-def layer_name(path: PathLike) -> str:
-    """File name without .nii/.nii.gz/.mgz."""
+GENERIC_WORDS = frozenset(
+    "t1 t1w t1c t1ce t1gd t2 t2w pd pdw flair dwi adc swi mprage ce gd brain mask brainmask seg "
+    "segmentation label labels lesion lesions consensus manual auto wml tumour tumor image img volume "
+    "scan anat mri orig norm aseg aparc raw preprocessed registered skullstripped stripped n4 bias "
+    "corrected mni native iso nifti nii images data input inputs scans derivatives".split())
+"""Words of a file or folder name that say the sequence, the kind of mask or the processing
+step, not whose scan it is ("FLAIR", "lesion_mask", "mri", "anat")."""
+
+
+def _is_generic(name: str) -> bool:
+    words = [w for w in re.split(r"[\s_.+-]+", name.lower()) if w]
+    return all(w in GENERIC_WORDS or re.fullmatch(r"\d+(p\d+)?mm|\d+", w) for w in words)
+
+
+def _stem(path: PathLike) -> str:
     name = Path(path).name
     for suffix in (".nii.gz", ".nii", ".mgz"):
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return name
+
+
+def _with_folder(path: PathLike, stem: str) -> str:
+    """``stem`` after the nearest of the 3 folders above ``path`` that is not a generic name."""
+    parent = Path(path).absolute().parent
+    for folder in reversed(parent.parts[-3:]):
+        if folder != parent.anchor and not _is_generic(folder):
+            return f"{folder} {stem}"
+    return stem
+
+
+def layer_name(path: PathLike) -> str:
+    """File name without .nii/.nii.gz/.mgz. A name that only says the sequence or the kind of
+    mask gets the folder naming the subject in front, so that several subjects' layers differ:
+    ``patient07/FLAIR.nii.gz`` -> "patient07 FLAIR", ``bert/mri/T1.mgz`` -> "bert T1"."""
+    stem = _stem(path)
+    return _with_folder(path, stem) if _is_generic(stem) else stem
 
 
 def image_contrast_limits(data: np.ndarray) -> tuple[float, float]:
@@ -83,10 +114,12 @@ def volume_to_layer_data(volume: Volume, name: str | None = None) -> LayerDataTu
 def read_nifti(path: PathLike | Sequence[PathLike]) -> list[LayerDataTuple]:
     """Read one or more NIfTI/MGZ files; each file's notes are raised as ``UserWarning``."""
     paths = [path] if isinstance(path, str | os.PathLike) else list(path)
+    names = [layer_name(p) for p in paths]
+    names = [_with_folder(p, n) if names.count(n) > 1 else n for p, n in zip(paths, names, strict=True)]
     layers: list[LayerDataTuple] = []
-    for one_path in paths:
+    for one_path, name in zip(paths, names, strict=True):
         volume = read_volume(one_path)
         for note in volume.warnings:
             warnings.warn(note, UserWarning, stacklevel=2)
-        layers.append(volume_to_layer_data(volume))
+        layers.append(volume_to_layer_data(volume, name))
     return layers

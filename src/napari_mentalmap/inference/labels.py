@@ -162,6 +162,22 @@ class EditedLabels:
         self._any_edit = bool(self.edited.any())
         self._whole_next = True  # the labels array may still hold another proposal anywhere
 
+    @classmethod
+    def adopt(cls, anomaly: np.ndarray, labels: np.ndarray, threshold: float,
+              min_size: int = DEFAULT_MIN_SIZE) -> EditedLabels:
+        """Take over ``labels`` (int32, shown before, maybe edited): the proposal at ``threshold``
+        and ``min_size`` is made again and every voxel that differs from it counts as an edit.
+        ``labels`` stays the array that is updated in place."""
+        adopted = cls(anomaly)
+        adopted.proposal.update(threshold, min_size)
+        adopted.proposal.take_changed()
+        adopted.labels = labels
+        adopted.edited = labels != adopted.proposal.labels
+        adopted._shown = labels.copy()
+        adopted._any_edit = bool(adopted.edited.any())
+        adopted._whole_next = False
+        return adopted
+
     def absorb_edits(self) -> int:
         """Record the voxels changed since the last update as edits; returns how many changed."""
         changed = self.labels != self._shown

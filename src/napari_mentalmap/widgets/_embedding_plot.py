@@ -58,7 +58,7 @@ class EmbeddingPlot(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.canvas)
-        self.setMinimumSize(300, 260)
+        self.setMinimumSize(300, 120)  # small enough for the three docks beside it on a 768-px screen
 
     def mark(self, z: np.ndarray | None, stored: list[np.ndarray] | None = None) -> None:
         """Move the current-latent marker (and the A/B markers) to the projections of ``z``."""

@@ -20,6 +20,17 @@ def result_source(layer: Any) -> str | None:
     return ((getattr(layer, "metadata", None) or {}).get(RESULT_KEY) or {}).get("source")
 
 
+def find_result(viewer: Any, source: str, kind: str) -> Any:
+    """The layer of ``viewer`` that a dock made as the ``kind`` result of the input ``source``
+    (None if there is none): how a reopened dock finds an earlier dock's layers and updates
+    them instead of adding duplicates (the tag lives in ``layer.metadata``)."""
+    for layer in viewer.layers:
+        tag = (getattr(layer, "metadata", None) or {}).get(RESULT_KEY) or {}
+        if tag.get("source") == source and tag.get("kind") == kind:
+            return layer
+    return None
+
+
 def aligned_with(source: Any, kind: str, copy_metadata: bool = True) -> dict[str, Any]:
     """Layer kwargs placing a same-shape array over ``source``: its full world transform,
     units and axis labels, and metadata (the reader's, to save it in the input's orientation)
@@ -67,35 +78,3 @@ def input_images(viewer: Any, ndim: int | None = 3) -> list[Any]:
 
     return [layer for layer in viewer.layers
             if isinstance(layer, Image) and not is_result(layer) and (ndim is None or layer.ndim == ndim)]
-
-
-def scroll_content(widget: Any) -> Any:
-    """A content widget inside a scroll area filling ``widget``.
-
-    A dock built on it keeps a small minimum height (it scrolls instead), so the three docks
-    open together fit a 1080-pixel-high screen instead of growing the window past it.
-    """
-    from qtpy.QtCore import QSize
-    from qtpy.QtWidgets import QFrame, QScrollArea, QVBoxLayout, QWidget
-
-    class VerticalScroll(QScrollArea):
-        """Scrolls vertically only: as wide as its content needs, as short as the dock allows."""
-
-        def _width(self, hint: QSize) -> int:
-            return hint.width() + self.verticalScrollBar().sizeHint().width() + 2 * self.frameWidth()
-
-        def minimumSizeHint(self) -> QSize:  # noqa: N802 (Qt API)
-            return QSize(self._width(self.widget().minimumSizeHint()), super().minimumSizeHint().height())
-
-        def sizeHint(self) -> QSize:  # noqa: N802 (Qt API)
-            return QSize(self._width(self.widget().sizeHint()), super().sizeHint().height())
-
-    content = QWidget()
-    area = VerticalScroll()
-    area.setWidgetResizable(True)
-    area.setFrameShape(QFrame.Shape.NoFrame)
-    area.setWidget(content)
-    outer = QVBoxLayout(widget)
-    outer.setContentsMargins(0, 0, 0, 0)
-    outer.addWidget(area)
-    return content

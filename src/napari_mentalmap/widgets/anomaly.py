@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from qtpy.QtCore import Qt
@@ -36,8 +35,10 @@ from ..inference.anomaly_methods import (
 )
 from ..inference.labels import DEFAULT_MIN_SIZE, EditedLabels
 from ..models.kinds import KINDS
+from ._anomaly_results import SourceResult, adopt_result, propose
 from ._forms import column, form, row
-from ._layers import aligned_with, input_images, is_result, scroll_content, update_layer
+from ._layers import aligned_with, input_images, is_result, update_layer
+from ._layout import scroll_content, section
 from ._worker import JobRunner, LatestOnly, warm_up
 
 if TYPE_CHECKING:
@@ -53,27 +54,6 @@ napari imports when the first Labels layer is made (0.26 s in the GUI thread oth
 TARGET_LABELS = {"lesions": "lesions (MS, white matter)", "tumour": "tumour (glioma)"}
 RESIDUAL_NAMES = {"positive": "brighter than reconstruction (hyperintense)",
                   "absolute": "|image − reconstruction| (paper)"}
-
-
-@dataclass
-class SourceResult:
-    """What the dock shows for one input image."""
-
-    source: Any
-    method: str
-    image_layer: Any
-    labels_layer: Any
-    labels: EditedLabels
-    auto_thresholds: dict[str, float]  # target -> Auto threshold chosen on validation
-    threshold: float
-    notes: list[str] = field(default_factory=list)
-
-
-def _propose(request: tuple[SourceResult, float, int]) -> tuple[SourceResult, float, int, float]:
-    """Worker side of a slider move: the model's proposal at the new threshold and min size."""
-    started = time.perf_counter()
-    request[0].labels.proposal.update(*request[1:])
-    return (*request, 1000 * (time.perf_counter() - started))
 
 
 class AnomalyWidget(QWidget):
@@ -124,9 +104,8 @@ class AnomalyWidget(QWidget):
         self.timing_label = QLabel("")
 
         column(scroll_content(self),
-               QLabel("<b>Anomaly maps</b>"),
-               form(("FLAIR", self.layer_combo), ("method", self.model_combo), ("score (VAE)", self.residual_combo),
-                    ("device", self.device_combo)),
+               form(("FLAIR", self.layer_combo), ("method", self.model_combo)),
+               section("Options", form(("score (VAE)", self.residual_combo), ("device", self.device_combo))),
                row(self.compute_button, self.cancel_button),
                self.progress, self.status,
                form(("threshold", row(self.threshold_slider, self.auto_button, stretch_first=True)),
@@ -139,7 +118,7 @@ class AnomalyWidget(QWidget):
         self.compute_button.clicked.connect(self.compute)
         self.model_combo.currentIndexChanged.connect(self._method_changed)
         self.layer_combo.currentTextChanged.connect(self._source_changed)
-        self.labeller = LatestOnly(_propose, self._proposed, owner=self)
+        self.labeller = LatestOnly(propose, self._proposed)
         self.progress.destroyed.connect(self.labeller.shutdown)
         self.threshold_slider.valueChanged.connect(self.request_labels)
         self.min_size.valueChanged.connect(self.request_labels)
@@ -152,7 +131,7 @@ class AnomalyWidget(QWidget):
         self.refresh_layer_choices()
         warm_up(self, MODEL_MODULES, self.device_combo)
         self._method_changed()
-        self._show_controls_for(None)
+        self._show_controls_for(self.current)  # a reopened dock's earlier result, else disabled
 
     # --- state ------------------------------------------------------------------------
     @property
@@ -206,7 +185,17 @@ class AnomalyWidget(QWidget):
                 if flair:
                     combo.setCurrentText(flair[0])
             combo.blockSignals(False)
+        self._adopt_results()
         self._show_controls_for(self.current)
+
+    def _adopt_results(self) -> None:
+        """Re-link to the results an earlier dock (closed since) left in the viewer."""
+        for layer in input_images(self.viewer, ndim=None):
+            known = self.results.get(layer.name)
+            if known is None or known.labels_layer not in self.viewer.layers:
+                adopted = adopt_result(self.viewer, layer)
+                if adopted is not None:
+                    self.results[layer.name] = adopted
 
     def _layer(self, name: str):
         return self.viewer.layers[name] if name in self.viewer.layers else None
@@ -365,6 +354,7 @@ class AnomalyWidget(QWidget):
         started = time.perf_counter()
         result.labels.update(threshold, min_size)  # a no-op proposal when the worker made it
         result.labels_layer.refresh()
+        result.remember(threshold, min_size)
         self.update_dice()
         self.last_update_ms = 1000 * (time.perf_counter() - started) + worker_ms
         edited = result.labels.n_edited

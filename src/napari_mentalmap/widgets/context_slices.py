@@ -13,7 +13,7 @@ through :meth:`ContextSlicesWidget.when_range_ready` instead of freezing the vie
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -30,9 +30,9 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..inference.brain import brain_mask_job
+from ..inference.brain import auto_brain_mask
 from ..io.preprocess import GridSpec, NoBrainError, plan_grid
-from ._layers import RESULT_KEY, aligned_with
+from ._layers import RESULT_KEY, aligned_with, find_result
 
 if TYPE_CHECKING:
     import napari
@@ -66,11 +66,10 @@ def covered_range(mask: np.ndarray, spacing: tuple[float, float, float],
 
 
 def brain_range(volume: np.ndarray, spacing: tuple[float, float, float]
-                ) -> Generator[tuple[int, int, str], None, tuple[np.ndarray | None, tuple[int, int] | None]]:
-    """Brain mask and the axial range the model covers (None, None when there is no brain), as
-    a job: closing the dock stops it between the skull check and the mask."""
+                ) -> tuple[np.ndarray | None, tuple[int, int] | None]:
+    """Brain mask and the axial range the model covers (None, None when there is no brain)."""
     try:
-        mask = yield from brain_mask_job(volume, spacing)
+        mask = auto_brain_mask(volume, spacing)
         return mask, covered_range(mask, spacing)
     except NoBrainError:
         return None, None
@@ -98,6 +97,7 @@ class ContextSlicesWidget(QWidget):
         self._mask_cache: dict[int, np.ndarray] = {}
         self._range_workers: dict[int, object] = {}  # layer-data id -> worker computing its range
         self._waiting: list[tuple[int, Callable[[], object]]] = []  # (layer-data id, callback)
+        self._picks: dict[object, list[int]] = {}  # layer unique_id -> its pick when left
 
         self.list = QListWidget()
         self.list.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
@@ -151,16 +151,30 @@ class ContextSlicesWidget(QWidget):
         return int(self.layer.data.shape[-3] if not self.layer.multiscale else self.layer.data[0].shape[-3])
 
     def set_layer(self, layer) -> None:
-        """Bind to ``layer``; the chosen slices are remapped by their world position."""
+        """Bind to ``layer``: its own earlier pick comes back (this dock's, or the one an earlier
+        dock left in its contexts layer); an image without one gets the previous image's slices,
+        remapped by their world position."""
         if same_layer(layer, self.layer):
             return
         old_layer, old = self.layer, self._slices
+        if old_layer is not None:
+            self._picks[old_layer.unique_id] = list(old)
         self.layer = layer
         self._slices = []
-        if old_layer is not None and old and self.n_axial:
+        earlier = self._earlier_pick(layer) if self.n_axial else None
+        if earlier is not None:
+            self._slices = sorted({int(i) for i in earlier if 0 <= int(i) < self.n_axial})
+        elif old_layer is not None and old and self.n_axial:
             self._slices = self._remap(old_layer, layer, old)
         self._update_enabled()
         self._refresh()
+
+    def _earlier_pick(self, layer) -> list[int] | None:
+        """``layer``'s pick made before in this dock, else the one kept in its contexts layer."""
+        if layer.unique_id in self._picks:
+            return self._picks[layer.unique_id]
+        found = find_result(self.viewer, layer.name, "contexts")
+        return None if found is None else list(found.metadata[RESULT_KEY].get("slices", []))
 
     def _remap(self, old_layer, new_layer, slices: list[int]) -> list[int]:
         """Slices of ``old_layer`` -> nearest slices of ``new_layer`` at the same world position."""
@@ -367,9 +381,12 @@ class ContextSlicesWidget(QWidget):
         volume = volume_of(self.layer)
         sparse = np.zeros(volume.shape, np.float32)
         sparse[..., self._slices, :, :] = volume[..., self._slices, :, :]
-        if self.contexts_layer is not None and self.contexts_layer in self.viewer.layers:
+        if self.contexts_layer is None or self.contexts_layer not in self.viewer.layers:
+            self.contexts_layer = find_result(self.viewer, self.layer.name, "contexts")  # a reopened dock
+        if self.contexts_layer is not None and self.contexts_layer.data.shape == sparse.shape:
             self.contexts_layer.data = sparse
-            return
-        self.contexts_layer = self.viewer.add_image(
-            sparse, name=f"{self.layer.name} contexts", colormap="cyan", blending="additive",
-            contrast_limits=tuple(self.layer.contrast_limits), **aligned_with(self.layer, "contexts"))
+        else:
+            self.contexts_layer = self.viewer.add_image(
+                sparse, name=f"{self.layer.name} contexts", colormap="cyan", blending="additive",
+                contrast_limits=tuple(self.layer.contrast_limits), **aligned_with(self.layer, "contexts"))
+        self.contexts_layer.metadata[RESULT_KEY]["slices"] = self.slices  # read back by a reopened dock

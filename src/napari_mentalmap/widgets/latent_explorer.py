@@ -21,24 +21,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from qtpy.QtCore import Qt, QTimer
-from qtpy.QtWidgets import (
-    QComboBox,
-    QGroupBox,
-    QLabel,
-    QProgressBar,
-    QPushButton,
-    QSlider,
-    QSpinBox,
-    QWidget,
-)
+from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import QWidget
 
 from .._reader import AXIS_LABELS
 from ..checkpoints import WeightsError
-from ..models.kinds import STRATEGIES
 from ._embedding_plot import EmbeddingPlot, load_explorer_model
-from ._forms import column, form, row
-from ._layers import RESULT_KEY, input_images, scroll_content, update_layer
+from ._explorer_ui import N_DIRECTIONS, build_explorer_ui
+from ._layers import RESULT_KEY, input_images, update_layer
+from ._layout import fit_docks
 from ._worker import JobRunner, LatestOnly, report_error, start_thread
 
 if TYPE_CHECKING:
@@ -46,8 +37,6 @@ if TYPE_CHECKING:
 
     from ..inference import latent
 
-N_DIRECTIONS = 4
-SLIDER_RANGE = 30  # slider units per direction: +-3 standard deviations in steps of 0.1
 DECODED_LAYER = "latent explorer: decoded"
 SAMPLES_LAYER = "latent explorer: slice samples"
 DEFAULT_GRID_MM = (2.4, 2.5, 2.5)  # typical pose / pixel spacing of the model grid on NiChart T1
@@ -83,7 +72,7 @@ class LatentExplorerWidget(QWidget):
         self._plot_timer.setSingleShot(True)
         self._plot_timer.setInterval(120)
         self._plot_timer.timeout.connect(self._update_plot_marker)
-        self._build_ui()
+        build_explorer_ui(self)
         self.runner = JobRunner(self.progress, self.status, self.cancel_button, self._buttons, "Latent explorer", owner=self)
         self.decoder = LatestOnly(self._decode_timed, self._decoded, owner=self)
         self.progress.destroyed.connect(self.decoder.shutdown)
@@ -100,73 +89,30 @@ class LatentExplorerWidget(QWidget):
         self.pose_spin.setMaximum(self.bundle.n_poses - 1)
         self.pose_spin.setValue(self.bundle.n_poses // 2)
         self._set_pose(self.bundle.n_poses // 2)
+        self._resume_decoded()
         self.embedding_plot = EmbeddingPlot(self.embedding, self.decode_training_point)
         self._dock_embedding()
         self.status.setText("select an image layer and press “Encode current slice”, or click the embedding")
+
+    def _resume_decoded(self) -> None:
+        """Walk on from the latent an earlier explorer (closed since) left in the decoded layer."""
+        layer = self.viewer.layers[DECODED_LAYER] if DECODED_LAYER in self.viewer.layers else None
+        tag = (layer.metadata.get(RESULT_KEY) or {}) if layer is not None else {}
+        latent, pose, grid = tag.get("latent"), tag.get("pose"), tag.get("grid")
+        if latent is None or pose is None or not 0 <= int(pose) < self.bundle.n_poses:
+            return
+        self.pose_spin.setValue(int(pose))  # -> _set_pose: the directions at that position
+        if len(latent) != self.directions.shape[1]:
+            return
+        self.placement = None if grid is None else (tuple(grid[0]), tuple(grid[1]))
+        self.source_name = tag.get("source")
+        self.base = self.current = np.asarray(latent, np.float32)
 
     def _model_failed(self, error: BaseException) -> None:
         self.loading = False
         self.status.setText(str(error))
         if not isinstance(error, (FileNotFoundError, RuntimeError, WeightsError)):
             report_error(f"Latent explorer: {type(error).__name__}: {error}")
-
-    def _build_ui(self) -> None:
-        self.status = QLabel()
-        self.status.setWordWrap(True)
-        self.encode_button = QPushButton("Encode current slice")
-        self.encode_button.clicked.connect(self.encode_current_slice)
-        self.pose_spin = QSpinBox()
-        self.pose_spin.setToolTip("slice position on the model grid (principal directions are taken here)")
-        self.pose_spin.valueChanged.connect(self._set_pose)
-
-        self.sliders: list[QSlider] = [self._slider(-SLIDER_RANGE, SLIDER_RANGE, self._sliders_changed)
-                                       for _ in range(N_DIRECTIONS)]
-        reset = QPushButton("Reset sliders")
-        reset.clicked.connect(self.reset_sliders)
-        self.latency_label = QLabel("decode: – ms")
-        directions = QGroupBox("Principal directions at this position (±3 std)")
-        directions.setLayout(form(*[(f"PC {k + 1}", slider) for k, slider in enumerate(self.sliders)],
-                                  ("", row(reset, self.latency_label))))
-
-        store_buttons = [QPushButton(f"Set {name} = current") for name in ("A", "B")]
-        for name, button in zip(("A", "B"), store_buttons, strict=True):
-            button.clicked.connect(lambda _=False, n=name: self.store(n))
-        self.t_slider = self._slider(0, 100, self._interpolate_changed)
-        interpolation = QGroupBox("Interpolation A → B")
-        interpolation.setLayout(form(("", row(*store_buttons)), ("t", self.t_slider)))
-
-        self.strategy_combo = QComboBox()
-        self.strategy_combo.addItems(STRATEGIES)
-        self.strategy_combo.setToolTip(
-            "naive: prior N(0, I); instance-specific: around the current latent; "
-            "mixed-instance: between training instances at this position"
-        )
-        self.n_spin = QSpinBox()
-        self.n_spin.setRange(1, 64)
-        self.n_spin.setValue(8)
-        self.sample_slices_button = QPushButton("Sample slices")
-        self.sample_slices_button.clicked.connect(self.sample_slices)
-        self.model_combo = QComboBox()
-        self.model_combo.addItems(["ppca (coherent)", "per_slice (paper)", "naive"])
-        self.sample_volume_button = QPushButton("Sample volume")
-        self.sample_volume_button.clicked.connect(self.sample_volume)
-        sampling = QGroupBox("Sampling")
-        sampling.setLayout(form(("slices", row(self.strategy_combo, self.n_spin, self.sample_slices_button)),
-                                ("volume", row(self.model_combo, self.sample_volume_button))))
-        self.progress = QProgressBar()
-        self.cancel_button = QPushButton("Cancel")
-        column(scroll_content(self), QLabel("<b>Latent explorer (slice VAE)</b>"),
-               row(self.encode_button, QLabel("position"), self.pose_spin), directions, interpolation, sampling,
-               row(self.progress, self.cancel_button, stretch_first=True), self.status)
-        self._buttons = [self.encode_button, self.sample_slices_button, self.sample_volume_button, reset]
-
-    @staticmethod
-    def _slider(low: int, high: int, on_change) -> QSlider:
-        slider = QSlider(Qt.Orientation.Horizontal)
-        slider.setRange(low, high)
-        slider.setValue(0)
-        slider.valueChanged.connect(on_change)
-        return slider
 
     def _set_enabled(self, enabled: bool) -> None:
         for widget in [*self._buttons, *self.sliders, self.t_slider, self.pose_spin]:
@@ -176,6 +122,7 @@ class LatentExplorerWidget(QWidget):
         window = getattr(self.viewer, "window", None)
         if window is not None and hasattr(window, "add_dock_widget"):
             window.add_dock_widget(self.embedding_plot, name="Latent embedding (PCA)", area="right")
+            QTimer.singleShot(0, lambda: fit_docks(self))
 
     def _notify(self, message: str) -> None:
         from napari.utils.notifications import show_info
@@ -222,6 +169,9 @@ class LatentExplorerWidget(QWidget):
 
     def _show_decoded(self, image: np.ndarray) -> None:
         placement = self._slice_placement()
+        placement["metadata"][RESULT_KEY].update(  # what a reopened explorer walks on from
+            latent=None if self.base is None else [float(v) for v in self.base], pose=self.pose,
+            grid=None if self.placement is None else [[float(v) for v in part] for part in self.placement])
         if DECODED_LAYER in self.viewer.layers:
             update_layer(self.viewer.layers[DECODED_LAYER], image[None], scale=placement["scale"],
                          translate=placement["translate"], metadata=placement["metadata"])

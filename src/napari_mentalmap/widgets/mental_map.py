@@ -35,7 +35,8 @@ from qtpy.QtWidgets import (
 
 from ..checkpoints import shipped
 from ._forms import column, form, row
-from ._layers import RESULT_KEY, aligned_with, input_images, scroll_content, update_layer
+from ._layers import RESULT_KEY, aligned_with, find_result, input_images, update_layer
+from ._layout import scroll_content, section
 from ._worker import JobRunner, report_error, warm_up
 from .context_slices import ContextSlicesWidget, volume_of
 
@@ -105,12 +106,12 @@ class MentalMapWidget(QWidget):
         context_box = QGroupBox("Context (acquired) slices")
         QVBoxLayout(context_box).addWidget(self.contexts)
         column(scroll_content(self),
-               QLabel(f"<b>{TITLE}</b>"),
                form(("image", self.layer_combo)),
                context_box,
-               form(("model", row(self.weights_edit, self.browse_button, stretch_first=True)),
-                    ("samples", self.n_samples), ("temperature", self.temperature), ("seed", self.seed),
-                    ("device", self.device_combo), ("", self.keep_contexts)),
+               section("Model and sampling options",
+                       form(("model", row(self.weights_edit, self.browse_button, stretch_first=True)),
+                            ("samples", self.n_samples), ("temperature", self.temperature), ("seed", self.seed),
+                            ("device", self.device_combo), ("", self.keep_contexts))),
                row(self.mean_button, self.samples_button, self.prior_button, self.cancel_button),
                self.progress, self.status)
 
@@ -229,6 +230,8 @@ class MentalMapWidget(QWidget):
         is much cheaper for the GUI thread than removing and adding a layer.
         """
         old = self.results.get(key)
+        if old is None or old not in self.viewer.layers:  # e.g. made by this dock before it was reopened
+            old = find_result(self.viewer, *key)
         if old is not None and old in self.viewer.layers and old.ndim == data.ndim:
             update_layer(old, data, name=name, **{attribute: kwargs[attribute] for attribute in
                                                   ("scale", "translate", "contrast_limits", "metadata")
