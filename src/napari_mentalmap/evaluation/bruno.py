@@ -175,7 +175,7 @@ def baseline_predictors(population_mean: np.ndarray) -> dict[str, Callable]:
 def markdown_table(rows: list[Row], poses: str = "non-context") -> str:
     """Rows = methods, columns = SSIM and CC per context count, per data set."""
     lines = []
-    datasets = list(dict.fromkeys(r.dataset for r in rows))
+    datasets = list(dict.fromkeys(r.dataset for r in rows if r.ssim_per_pose))  # rows read back have none
     counts = sorted({r.n_contexts for r in rows})
     for dataset in datasets:
         subset = [r for r in rows if r.dataset == dataset and r.poses == poses]
@@ -219,7 +219,7 @@ def save_results(rows: list[Row], out_dir: Path) -> None:
         writer.writerow(["dataset", "method", "n_contexts", "poses", "ssim", "cc"])
         for r in rows:
             writer.writerow([r.dataset, r.method, r.n_contexts, r.poses, f"{r.ssim:.4f}", f"{r.cc:.4f}"])
-    datasets = list(dict.fromkeys(r.dataset for r in rows))
+    datasets = list(dict.fromkeys(r.dataset for r in rows if r.ssim_per_pose))  # rows read back have none
     counts = sorted({r.n_contexts for r in rows})
     for dataset in datasets:
         fig, axes = plt.subplots(1, len(counts), figsize=(4 * len(counts), 3.4), sharey=True)

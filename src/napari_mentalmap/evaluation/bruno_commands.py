@@ -27,6 +27,8 @@ def add_bruno_parser(models: argparse._SubParsersAction) -> None:
     parser.add_argument("--samples", type=int, default=8, help="posterior samples per volume (mean table)")
     parser.add_argument("--metric-samples", type=int, default=20, help="samples for coverage / std metrics")
     parser.add_argument("--no-input-grid", action="store_true", help="skip the input-grid rows")
+    parser.add_argument("--input-grid-only", action="store_true",
+                        help="recompute only the '(input grid)' rows and replace them in the existing CSVs")
     parser.add_argument("--no-sample-metrics", action="store_true", help="skip samples.csv")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
@@ -118,16 +120,25 @@ def run_eval_bruno(args: argparse.Namespace) -> int:
 
         references = np.stack([load_subject_tissue(s, spec) for s in SPLITS["nichart_train"]])
     for label, subjects in datasets(args.sets).items():
-        grids = [load_subject_grid(s, "t1", spec) for s in subjects]
-        rows += evaluate(predictors, grids, label, args.contexts)
+        grids = [] if args.input_grid_only else [load_subject_grid(s, "t1", spec) for s in subjects]
+        if grids:
+            rows += evaluate(predictors, grids, label, args.contexts)
         if not args.no_input_grid:
-            rows += evaluate_input_grid(subjects, label, args.weights, grid_predictors, args.contexts, str(device))
-        if segnet is not None:
+            rows += evaluate_input_grid(subjects, label, args.weights, grid_predictors, args.contexts, str(device),
+                                        n_samples=0 if segnet is None else args.metric_samples,
+                                        sample_rows=sample_table, coherence_rows=coherence, segnet=segnet,
+                                        references=references)
+        if segnet is not None and grids:
             extra, more = sample_rows(samplers, grids, label, segnet, references, (0, *args.contexts),
                                       args.metric_samples, args.seed)
             sample_table += extra
             coherence += more
-        source_figure(samplers["BRUNO"], grids[0], label, out / f"figure_{label.split(' ')[0]}.png")
+        if grids:
+            source_figure(samplers["BRUNO"], grids[0], label, out / f"figure_{label.split(' ')[0]}.png")
+    if args.input_grid_only:
+        from .bruno_merge import merge_input_grid
+
+        rows, sample_table, coherence = merge_input_grid(out, rows, sample_table, coherence)
     save_results(rows, out)
     tables = markdown_table(rows, "non-context") + "\n" + markdown_table(rows, "all")
     if sample_table:

@@ -34,6 +34,7 @@ from ..io.preprocess import (
 from ..models.bruno import Bruno
 from .brain import brain_mask_job
 from .jobs import Progress, run_to_completion  # noqa: F401 (run_to_completion re-exported)
+from .refined_maps import InputGridSettings, refined_maps_job
 
 DEFAULT_WEIGHTS = shipped("bruno_t1").path
 
@@ -73,6 +74,9 @@ class MentalMap:
     context_poses: list[float]  # their (fractional) model poses
     intensity_range: tuple[float, float]
     mean_definition: str  # "latent mean" (flow inverse of the posterior mean) or "sample average"
+    spacing: tuple[float, float, float] | None = None  # the input's voxel size (mm)
+    brain_mask: np.ndarray | None = None  # the input-grid brain mask the model's grid was placed on
+    input_grid: dict | None = None  # the weights' input-grid settings (refined_maps.InputGridSettings)
 
     def to_input_grid(self, grid: np.ndarray, fill_value: float = 0.0,
                       acquired: np.ndarray | None = None) -> np.ndarray:
@@ -180,7 +184,7 @@ def hallucinate(
         raise ValueError("a mean from samples needs at least 2 samples")
     torch_device = pick_device(device)
     yield 0, 1, "loading model"
-    model, _ = load_bruno(weights, torch_device)
+    model, record = load_bruno(weights, torch_device)
     spec = GridSpec(**model.config.grid) if model.config.grid else GridSpec(
         n_poses=model.n_poses, size=model.image_size)
     yield 0, 1, "preparing volume"
@@ -262,6 +266,9 @@ def hallucinate(
         context_poses=context_poses,
         intensity_range=(float(lo), float(hi)),
         mean_definition="sample average" if mean_from_samples else "latent mean",
+        spacing=tuple(float(s) for s in spacing),
+        brain_mask=np.asarray(mask, bool),
+        input_grid=record.get("input_grid"),
     )
 
 
@@ -273,17 +280,36 @@ class InputGridMaps:
     mean: np.ndarray
     std: np.ndarray | None  # None when fewer than 2 samples were drawn
     std_top: float  # 99.9th percentile of the positive std (display range)
+    samples: np.ndarray | None = None  # (N, *input shape) refined samples, when refined and small enough
+    refined: bool = False  # mean/samples refined with the acquired slices at the input resolution
 
 
-def on_input_grid(result: MentalMap, volume: np.ndarray, keep_contexts: bool) -> InputGridMaps:
+def on_input_grid(result: MentalMap, volume: np.ndarray, keep_contexts: bool, refine: bool = True) -> InputGridMaps:
     """Resample mean and std onto the input grid; with ``keep_contexts`` the acquired slices
-    are put back exactly into the mean and the std is 0 there (they are known)."""
-    return run_to_completion(on_input_grid_job(result, volume, keep_contexts))
+    are put back exactly into the mean and the std is 0 there (they are known). With
+    ``refine`` (the default) and weights that carry input-grid settings, mean and samples are
+    refined with the acquired slices at the input resolution and the std is calibrated."""
+    return run_to_completion(on_input_grid_job(result, volume, keep_contexts, refine=refine))
+
+
+def _display_top(std: np.ndarray) -> float:
+    positive = std[std > 0]
+    return max(float(np.percentile(positive, 99.9)), 1e-6) if positive.size else 1.0
 
 
 def on_input_grid_job(result: MentalMap, volume: np.ndarray, keep_contexts: bool,
-                      progress: tuple[int, int] = (0, 1)) -> Generator[Progress, None, InputGridMaps]:
+                      progress: tuple[int, int] = (0, 1), refine: bool = True) -> Generator[Progress, None, InputGridMaps]:
     """:func:`on_input_grid` as a job: a progress report after each map (for Cancel)."""
+    settings = InputGridSettings.from_dict(result.input_grid) if refine and keep_contexts else None
+    if settings is not None and result.context_slices and result.brain_mask is not None:
+        maps = yield from refined_maps_job(result, volume, settings, progress)
+        top = 1.0
+        if maps.std is not None:
+            top = _display_top(maps.std[maps.modelled])
+            outside = ~maps.modelled
+            outside[list(result.context_slices)] = False
+            maps.std[outside] = top  # not modelled: shown at the top of the display range
+        return InputGridMaps(result, maps.mean, maps.std, top, maps.samples, refined=True)
     acquired = volume if keep_contexts and result.context_slices else None
     mean = yield from result.to_input_grid_job(result.mean_grid, 0.0, acquired,
                                                 (*progress, "resampling the mean onto the input grid"))
@@ -293,8 +319,7 @@ def on_input_grid_job(result: MentalMap, volume: np.ndarray, keep_contexts: bool
                                                    progress=(*progress, "resampling the std onto the input grid"))
         if acquired is not None:
             std[list(result.context_slices)] = 0.0
-        positive = std[std > 0]
-        top = max(float(np.percentile(positive, 99.9)), 1e-6) if positive.size else 1.0
+        top = _display_top(std)
     return InputGridMaps(result, mean, std, top)
 
 

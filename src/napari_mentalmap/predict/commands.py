@@ -118,10 +118,15 @@ def run_bruno(args: argparse.Namespace) -> int:
                                                    weights=args.weights, device=str(device), mask=mask))
             maps = on_input_grid(mental, volume.data, keep_contexts=True)
             outputs.details.update(contexts=[int(c) for c in mental.context_slices], contexts_chosen=how,
-                                   samples_drawn=len(mental.samples_grid))
+                                   samples_drawn=len(mental.samples_grid),
+                                   mean=("refined with the acquired slices on the input grid (default)"
+                                         if maps.refined else "the model's mean resampled (BRUNO alone)"))
             outputs.volume("_bruno_mean.nii.gz", maps.mean, volume, is_labels=False, map_name="mean")
             outputs.volume("_bruno_std.nii.gz", maps.std, volume, is_labels=False, map_name="std")
-            if args.samples > 0:
+            if args.samples > 0 and maps.samples is not None:  # refined, on the input grid
+                outputs.volume("_bruno_samples.nii.gz", maps.samples[: args.samples], volume, is_labels=False,
+                               map_name="samples")
+            elif args.samples > 0:
                 # (N, P, S, S) on the model grid, canonical axis order: written as-is (channels
                 # last in the file) with the affine that places the grid over the input.
                 outputs.volume("_bruno_samples.nii.gz", mental.samples_grid[: args.samples],

@@ -61,6 +61,16 @@ def add_bruno_parser(models: argparse._SubParsersAction) -> None:
     refit.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     refit.set_defaults(func=run_refit_latent_mean)
 
+    grid = models.add_parser(
+        "bruno-input-grid",
+        help="fit the input-grid refinement (detail transfer) and std calibration of BRUNO weights on t1_val")
+    grid.add_argument("--weights", default=None, help="BRUNO weights (default: shipped)")
+    grid.add_argument("--out", required=True, help="write the weights with the fitted settings here")
+    grid.add_argument("--contexts", nargs="+", type=int, default=[1, 3, 5, 9])
+    grid.add_argument("--samples", type=int, default=8, help="posterior samples per volume for the std fit")
+    grid.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    grid.set_defaults(func=run_fit_input_grid)
+
 
 def run_train_bruno(args: argparse.Namespace) -> int:
     if fabric_missing("bruno"):
@@ -143,5 +153,42 @@ def run_refit_latent_mean(args: argparse.Namespace) -> int:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     save_record(args.out, record)
     print(json.dumps({"metrics": metrics, "context_latent_limit": limit, "seconds": round(seconds)}))
+    print(f"weights written to {args.out}")
+    return 0
+
+
+def run_fit_input_grid(args: argparse.Namespace) -> int:
+    """Collect the validation cases, fit the detail transfer and the std calibration, write
+    the weights with ``record["input_grid"]`` and the command."""
+    import sys
+    import time
+
+    import torch
+    from tqdm.auto import tqdm
+
+    from ..checkpoints import load_record, resolve, save_record
+    from ..data.splits import SPLITS
+    from ..inference.refined_maps import InputGridSettings
+    from .bruno_input_grid import collect_case, fit_decays, fit_std_calibration
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    started = time.time()
+    path = resolve(args.weights, "bruno_t1")
+    subjects = SPLITS["t1_val"]
+    cases = [collect_case(subject, count, path, args.samples)
+             for subject in tqdm(subjects, desc="validation subjects") for count in args.contexts]
+    transfer, score = fit_decays(cases)
+    calibration = fit_std_calibration(cases, transfer)
+    settings = InputGridSettings(transfer, calibration)
+    record = load_record(path, "bruno")
+    record["input_grid"] = settings.to_dict()
+    record["input_grid_fit"] = {"subjects": subjects, "contexts": list(args.contexts), "samples": args.samples,
+                                "validation_ssim": score, "seconds": round(time.time() - started),
+                                "command": "mentalmap " + " ".join(sys.argv[1:])}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    save_record(args.out, record)
+    print(json.dumps({"input_grid": settings.to_dict(), "validation_ssim": round(score, 4),
+                      "seconds": round(time.time() - started)}))
     print(f"weights written to {args.out}")
     return 0
