@@ -1,10 +1,15 @@
-"""Screenshots at 1920x1080 with the three docks open, one per dock in front (tabified).
+"""Screenshots of the window with the three docks open, at the size of the (virtual) screen.
 
     xvfb-run -a -s "-screen 0 1920x1080x24" .venv/bin/python scripts/screenshot_three_docks.py [--out docs]
+    xvfb-run -a -s "-screen 0 1920x1080x24" .venv/bin/python scripts/screenshot_three_docks.py --stacked
+    xvfb-run -a -s "-screen 0 1366x768x24" .venv/bin/python scripts/screenshot_three_docks.py --stacked
 
 Opens the shipped sample T1 and FLAIR (+ lesions), runs each dock's main action (Mean with
-5 contexts, the anomaly map, Encode + Sample slices) and saves ``screenshot_docks_<n>.png``
-with that dock raised. Prints the window size, to check that nothing grows past the screen.
+5 contexts, the anomaly map, Encode + Sample slices). By default the docks are tabified and
+``screenshot_docks_<n>.png`` is saved with dock n raised; with ``--stacked`` they are opened
+as the Plugins menu opens them (stacked on the right, with the latent embedding plot) and one
+``screenshot_docks_<width>x<height>.png`` is saved. Prints the window and dock sizes, to
+check that nothing grows past the screen.
 """
 
 from __future__ import annotations
@@ -30,19 +35,35 @@ def wait(app, busy, timeout: float = 300.0) -> None:
         app.processEvents()
 
 
+def save_stacked(viewer, app, path: Path) -> None:
+    """Screenshot of the stacked docks; prints each dock's height against its content's."""
+    for _ in range(20):  # the docks share the height after napari's own resizing
+        app.processEvents()
+        time.sleep(0.01)
+    for layer in viewer.layers:
+        layer.visible = layer.name in ("sample FLAIR", "sample FLAIR anomaly", "sample FLAIR anomaly labels")
+    saved = save_window_screenshot(viewer, path)
+    size = viewer.window._qt_window.size()
+    print(f"{saved} (window {size.width()}x{size.height()})")
+    for name, dock in viewer.window._dock_widgets.items():
+        print(f"  {name}: {dock.height()} px high, would like {dock.sizeHint().height()}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="docs")
+    parser.add_argument("--stacked", action="store_true", help="docks stacked as the Plugins menu opens them")
     args = parser.parse_args()
     viewer = napari.Viewer(title="napari-mentalmap")
-    viewer.window._qt_window.showMaximized()
-    viewer.window.resize(1920, 1080)
     app = napari.qt.get_qapp()
+    screen = app.primaryScreen().geometry()  # xvfb has no window manager to maximise the window
+    viewer.window._qt_window.showMaximized()
+    viewer.window.resize(screen.width(), screen.height())
     for data, kwargs, layer_type in [*sample_t1(), *sample_flair_with_lesions()]:
         getattr(viewer, f"add_{layer_type}")(data, **kwargs)
     docks = {}
     for title in DOCKS:
-        dock, widget = viewer.window.add_plugin_dock_widget("napari-mentalmap", title, tabify=True)
+        dock, widget = viewer.window.add_plugin_dock_widget("napari-mentalmap", title, tabify=not args.stacked)
         docks[title] = (dock, widget)
     mental, anomaly, explorer = (docks[t][1] for t in DOCKS)
     mental.layer_combo.setCurrentText("sample T1")
@@ -62,6 +83,10 @@ def main() -> None:
     explorer.sample_slices()
     wait(app, lambda: explorer.busy)
     out = Path(args.out)
+    if args.stacked:
+        save_stacked(viewer, app, out / f"screenshot_docks_{screen.width()}x{screen.height()}.png")
+        viewer.close()
+        return
     shown = {DOCKS[0]: ("sample T1", "sample T1 BRUNO mean", "sample T1 BRUNO std", "sample T1 contexts"),
              DOCKS[1]: ("sample FLAIR", "sample FLAIR anomaly", "sample FLAIR anomaly labels", "sample lesions"),
              DOCKS[2]: ("sample T1", "latent explorer: decoded")}

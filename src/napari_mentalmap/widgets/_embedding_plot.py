@@ -34,12 +34,12 @@ class EmbeddingPlot(QWidget):
 
         self.embedding = embedding
         self.on_pick = on_pick
-        self.figure = Figure(figsize=(3.6, 3.2), tight_layout=True)
+        self.figure = Figure(figsize=(3.6, 3.2), layout="constrained")  # keeps the colour bar's label in
         self.canvas = FigureCanvasQTAgg(self.figure)
         self.axes = self.figure.add_subplot(111)
         points = embedding.points
         scatter = self.axes.scatter(points[:, 0], points[:, 1], c=embedding.poses, cmap="viridis", s=6, alpha=0.7)
-        self.figure.colorbar(scatter, ax=self.axes, label="slice position (inferior → superior)")
+        self.figure.colorbar(scatter, ax=self.axes).set_label("slice position (I → S)", fontsize=8)
         self.axes.set_xlabel("PC 1")
         self.axes.set_ylabel("PC 2")
         self.axes.set_title("training slice latents (click to decode)", fontsize=9)

@@ -102,6 +102,8 @@ class AnomalyWidget(QWidget):
         self.truth_combo = QComboBox()
         self.dice_label = QLabel("Dice: –")
         self.timing_label = QLabel("")
+        for label in (self.dice_label, self.timing_label):
+            label.setWordWrap(True)  # a long line would widen the dock past its side
 
         column(scroll_content(self),
                form(("FLAIR", self.layer_combo), ("method", self.model_combo)),
