@@ -461,6 +461,13 @@ def card(path: Path, kind: str | None = None) -> str:
                 "```bash\n" + str(record["base_command"]) + "\n```"]
     if facts:
         out += ["", table(["", ""], facts)]
+    if record.get("input_grid_fit"):
+        fit = record["input_grid_fit"]
+        out += ["", "The input-grid settings (`input_grid`: detail transfer and std calibration, what the dock "
+                "and `predict bruno` show) were then fitted on the validation subjects by:", "",
+                "```bash\n" + str(fit.get("command")) + "\n```", "", json_block(record.get("input_grid")), "",
+                f"Validation SSIM of the refined mean on the fitted slices: {fmt(fit.get('validation_ssim'))} "
+                f"({fmt(fit.get('seconds'))} s, subjects {', '.join(fit.get('subjects', []))})."]
     if train_config is not None:
         out += ["", "Training configuration (`train_config`):", "", json_block(train_config)]
 

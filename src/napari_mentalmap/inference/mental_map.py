@@ -5,10 +5,11 @@ and returns a :class:`MentalMap`. The napari widget runs it in a worker thread (
 it between batches cancels the job) and the CLI drives it with tqdm; both share this code.
 
 Intensities: the model works on [0, 1] (percentiles 0.5/99.5 inside the brain); results are
-mapped back to the input's intensity units. Samples stay on the model grid (memory: 100
-samples of a 48x64x64 grid are 79 MB, on a 1 mm input grid they would be 2.9 GB) and come
-with the world transform that places them over the input; mean and std are also
-resampled onto the input's voxel grid.
+mapped back to the input's intensity units. The model's mean and samples come on its grid
+(with the world transform that places them over the input); :func:`on_input_grid` brings
+them to the input's voxel grid and, with weights that carry input-grid settings, refines
+them with the acquired slices at the input resolution (:mod:`.refined_maps`): what the dock
+and ``mentalmap predict bruno`` show.
 """
 
 from __future__ import annotations

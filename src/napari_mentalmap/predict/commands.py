@@ -1,8 +1,9 @@
 """The ``predict`` subcommands: what each loads, which files it writes for one input, and how.
 
 Outputs go on the input's own grid and affine (``write_volume`` with the input as
-reference), except BRUNO samples and latent reconstructions: model grid, with an affine
-that places them over the input. Every output gets a JSON sidecar (:mod:`.outputs`).
+reference; BRUNO mean, std and samples refined with the acquired slices), except latent
+reconstructions and BRUNO samples too large for memory: model grid, with an affine that
+places them over the input. Every output gets a JSON sidecar (:mod:`.outputs`).
 """
 
 from __future__ import annotations
@@ -23,15 +24,20 @@ STD_SAMPLES = 8
 
 
 def _anomaly_threshold(args: argparse.Namespace, method: str, model) -> dict | None:
-    """The labels threshold ``{"value", "chosen"}``, None without labels; :class:`SetupError`
-    when there is no Auto threshold for these weights."""
-    from ..inference.anomaly_methods import auto_threshold
+    """The labels threshold ``{"value", "chosen"}`` (``value`` None and ``sds`` set when the Auto
+    is computed per scan), None without labels; :class:`SetupError` when there is no Auto
+    threshold for these weights."""
+    from ..inference.anomaly_methods import auto_threshold, per_scan_sds
 
     if args.threshold is not None:
         return {"value": float(args.threshold), "chosen": "given (--threshold)"}
     if not args.labels:
         return None
     value, chosen = None, f"Auto for {args.labels}, chosen on validation data for {method}"
+    if not args.weights and per_scan_sds(method, "positive", args.labels) is not None:
+        sds = per_scan_sds(method, "positive", args.labels)
+        return {"value": None, "sds": sds, "chosen": f"Auto for {args.labels}: {sds:g} fitted SDs above the bulk "
+                f"of this scan's map (inference.scan_threshold; rule chosen on validation data for {method})"}
     if not args.weights:
         value = auto_threshold(method, "positive", args.labels)
     elif args.labels == "lesions" and model.residual_kind == "positive":
@@ -62,6 +68,7 @@ def run_anomaly(args: argparse.Namespace) -> int:
         from ..inference.anomaly import anomaly_map, gated_intensity_map, intensity_anomaly_map
         from ..inference.jobs import run_to_completion
         from ..inference.labels import DEFAULT_MIN_SIZE, threshold_labels
+        from ..inference.scan_threshold import scan_threshold
 
         threshold = _anomaly_threshold(args, method, model)
 
@@ -70,13 +77,15 @@ def run_anomaly(args: argparse.Namespace) -> int:
                    else gated_intensity_map(volume.data, volume.spacing, model, device=device) if gated
                    else anomaly_map(volume.data, volume.spacing, model, device=device))
             result = run_to_completion(job)
+            cut = threshold if threshold is None or threshold["value"] is not None else {  # per scan, before any file
+                **threshold, "value": float(scan_threshold(result.anomaly, result.brain_mask, threshold["sds"]))}
             for note in result.warnings:
                 print(f"{outputs.source}: {note}", file=sys.stderr)
             outputs.volume("_anomaly.nii.gz", result.anomaly, volume, is_labels=False, map_name="anomaly")
-            if threshold is not None:  # the value used here is the one the sidecar records
-                labels = (threshold_labels(result.anomaly, threshold["value"], DEFAULT_MIN_SIZE) > 0).astype(np.uint8)
+            if cut is not None:  # the value used here is the one the sidecar records
+                labels = (threshold_labels(result.anomaly, cut["value"], DEFAULT_MIN_SIZE) > 0).astype(np.uint8)
                 outputs.volume("_anomaly_labels.nii.gz", labels, volume, is_labels=True, map_name="labels",
-                               threshold=threshold, min_component_voxels=DEFAULT_MIN_SIZE)
+                               threshold=cut, min_component_voxels=DEFAULT_MIN_SIZE)
         return process
 
     return run(args, Command(

@@ -5,9 +5,9 @@ One dock, read top to bottom: the image, its context slices (embedded
 Prior. Every job runs in a worker thread (:mod:`._worker`). Results are layers named
 after the input and placed over it: "<name> BRUNO mean" and "<name> BRUNO std" on the
 input's voxel grid with its scale/translate/affine and metadata (so File > Save writes
-them with the input's affine); "<name> BRUNO samples" stays on the model grid (N x P x S
-x S, 79 MB for 100 samples of the default 48x64x64 grid instead of ~2.9 GB on a 1 mm grid)
-with the scale/translate that places it over the input. Prior jobs (no contexts) give
+them with the input's affine); "<name> BRUNO samples" is on the input grid too (refined with
+the acquired slices) up to 2 GB of samples, else on the model grid with the scale/translate
+that places it over the input. Prior jobs (no contexts) give
 "<name> BRUNO prior ..." layers. Results are per input: re-running on the same image
 updates its layers in place, another image gets its own.
 """
@@ -37,6 +37,7 @@ from ..checkpoints import shipped
 from ._forms import column, form, row
 from ._layers import RESULT_KEY, aligned_with, find_result, input_images, update_layer
 from ._layout import scroll_content, section
+from ._modality import ModalityWatch
 from ._worker import JobRunner, report_error, warm_up
 from .context_slices import ContextSlicesWidget, volume_of
 
@@ -72,6 +73,7 @@ class MentalMapWidget(QWidget):
         self.last_result: MentalMap | None = None
 
         self.layer_combo = QComboBox()
+        self.modality = ModalityWatch(self, "T1", "BRUNO model", self.refresh_layer_choices)
         self.contexts = ContextSlicesWidget(napari_viewer, self)
         self.weights_edit = QLineEdit()
         self.weights_edit.setPlaceholderText(f"shipped weights ({DEFAULT_WEIGHTS.name})")
@@ -107,6 +109,7 @@ class MentalMapWidget(QWidget):
         QVBoxLayout(context_box).addWidget(self.contexts)
         column(scroll_content(self),
                form(("image", self.layer_combo)),
+               self.modality.label,
                context_box,
                section("Model and sampling options",
                        form(("model", row(self.weights_edit, self.browse_button, stretch_first=True)),
@@ -126,6 +129,7 @@ class MentalMapWidget(QWidget):
         self.prior_button.clicked.connect(lambda: self.run("prior"))
         self.browse_button.clicked.connect(self._browse)
         self.layer_combo.currentTextChanged.connect(self._layer_chosen)
+        self.layer_combo.currentTextChanged.connect(self.modality.chosen)
         self.viewer.layers.events.inserted.connect(self.refresh_layer_choices)
         self.viewer.layers.events.removed.connect(self.refresh_layer_choices)
         self.refresh_layer_choices()
@@ -144,12 +148,14 @@ class MentalMapWidget(QWidget):
         return input_images(self.viewer, ndim=None)
 
     def refresh_layer_choices(self, event: object = None) -> None:
-        """Fill the image combo; keep the current choice, else the active or topmost image."""
-        names = [layer.name for layer in self.input_layers()]
-        current = self.layer_combo.currentText()
-        if current not in names:
-            active = self.viewer.layers.selection.active
-            current = active.name if active is not None and active.name in names else (names[-1] if names else "")
+        """Fill the image combo; keep the user's choice, else a T1-looking image (the active one
+        first), else the current, active or topmost image (:class:`._modality.ModalityWatch`)."""
+        layers = self.input_layers()
+        names = [layer.name for layer in layers]
+        active = self.viewer.layers.selection.active
+        preferred = active.name if active is not None and active.name in names else (names[-1] if names else "")
+        current = self.modality.pick(layers, self.layer_combo.currentText(), preferred)
+        self.modality.request(layers)
         self.layer_combo.blockSignals(True)
         self.layer_combo.clear()
         self.layer_combo.addItems(names)
@@ -164,6 +170,7 @@ class MentalMapWidget(QWidget):
 
     def _layer_chosen(self, name: str = "") -> None:
         self.contexts.set_layer(self.selected_image_layer())
+        self.modality.show(self.selected_image_layer())
 
     def _browse(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "BRUNO checkpoint", str(DEFAULT_WEIGHTS.parent),
@@ -252,7 +259,16 @@ class MentalMapWidget(QWidget):
         prefix = f"{source.name} BRUNO {tag}"
         limits = tuple(float(v) for v in source.contrast_limits)
         steps = []
-        if kind == "samples" and result.samples_grid is not None:
+        if kind == "samples" and prepared.samples is not None:  # refined, on the input grid
+            placed = aligned_with(source, f"{tag}samples")
+            placed.update(scale=(1.0, *source.scale[-3:]), translate=(0.0, *source.translate[-3:]),
+                          units=("pixel", *(str(u) for u in source.units[-3:])),
+                          axis_labels=("sample", *source.axis_labels[-3:]))
+            for key in ("rotate", "shear", "affine"):  # the reader places volumes by scale/translate only
+                placed.pop(key)
+            steps.append(lambda: self._put((source.name, f"{tag}samples"), prefix + "samples", prepared.samples,
+                                           colormap="gray", contrast_limits=limits, **placed).name)
+        elif kind == "samples" and result.samples_grid is not None:
             scale, translate = result.grid_world_transform(source.scale[-3:], source.translate[-3:])
             steps.append(lambda: self._put(
                 (source.name, f"{tag}samples"), prefix + "samples", result.samples_grid, colormap="gray",
