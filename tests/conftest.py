@@ -22,6 +22,23 @@ def tiny_bruno_weights(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def tiny_refining_weights(tmp_path_factory) -> Path:
+    """Tiny untrained BRUNO weights that carry input-grid settings (refined mean, samples, std)."""
+    from napari_mentalmap.inference.detail_transfer import DetailTransferConfig, StdCalibration
+    from napari_mentalmap.inference.refined_maps import InputGridSettings
+    from napari_mentalmap.models.bruno import Bruno, BrunoConfig
+    from napari_mentalmap.models.flows import FlowConfig
+
+    path = tmp_path_factory.mktemp("bruno_refined") / "tiny.pt"
+    flow = FlowConfig(image_size=16, n_poses=8, n_scales=2, couplings_per_stage=1, final_couplings=1,
+                      width=8, res_blocks=1)
+    settings = InputGridSettings(DetailTransferConfig(), StdCalibration(-2.0, 0.4, -0.4, 0.2))
+    Bruno(BrunoConfig(flow=flow, grid={"n_poses": 8, "size": 16, "coverage": 0.75, "margin": 0.06})).save(
+        path, input_grid=settings.to_dict())
+    return path
+
+
 @pytest.fixture
 def errors(monkeypatch) -> list[str]:
     """Error notifications shown by the docks (through ``widgets._worker.report_error``)."""

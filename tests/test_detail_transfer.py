@@ -122,21 +122,6 @@ def test_std_calibration_is_zero_on_acquired_slices_and_grows_with_distance():
     assert InputGridSettings.from_dict(None) is None
 
 
-@pytest.fixture(scope="module")
-def tiny_refining_weights(tmp_path_factory):
-    """Tiny untrained BRUNO weights that carry input-grid settings."""
-    from napari_mentalmap.models.bruno import Bruno, BrunoConfig
-    from napari_mentalmap.models.flows import FlowConfig
-
-    path = tmp_path_factory.mktemp("bruno_refined") / "tiny.pt"
-    flow = FlowConfig(image_size=16, n_poses=8, n_scales=2, couplings_per_stage=1, final_couplings=1,
-                      width=8, res_blocks=1)
-    settings = InputGridSettings(DetailTransferConfig(), StdCalibration(-2.0, 0.4, -0.4, 0.2))
-    Bruno(BrunoConfig(flow=flow, grid={"n_poses": 8, "size": 16, "coverage": 0.75, "margin": 0.06})).save(
-        path, input_grid=settings.to_dict())
-    return path
-
-
 def test_the_dock_maps_are_refined_on_the_input_grid(tiny_refining_weights):
     from napari_mentalmap._sample_data import SAMPLE_T1
     from napari_mentalmap.inference.mental_map import hallucinate, on_input_grid, run_to_completion

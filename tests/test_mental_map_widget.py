@@ -306,3 +306,21 @@ def test_closing_the_dock_mid_job_adds_nothing(make_napari_viewer, qtbot, monkey
     qtbot.wait(100)
     assert runner.closed and runner.stats.outcome == "cancelled"
     assert [layer.name for layer in viewer.layers] == names
+
+
+def test_refined_samples_sit_on_the_input_grid(qtbot, widget: MentalMapWidget, errors: list[str],
+                                               tiny_refining_weights) -> None:
+    """Weights with input-grid settings: samples at the input resolution, over the input, the
+    acquired slices exact in every sample, and saved with the input's reference."""
+    widget.weights_edit.setText(str(tiny_refining_weights))
+    source = widget.viewer.layers["T1"]
+    widget.contexts.evenly_spaced(3)
+    _run(qtbot, widget, "samples")
+    assert not errors, errors
+    samples = widget.viewer.layers["T1 BRUNO samples"]
+    assert samples.data.shape == (3, *source.data.shape)
+    np.testing.assert_allclose(_corners(samples), _corners(source))
+    for context in widget.contexts.slices:
+        for sample in samples.data:
+            np.testing.assert_array_equal(sample[context], source.data[context])
+    assert widget.viewer.layers["T1 BRUNO mean"].data.shape == source.data.shape
