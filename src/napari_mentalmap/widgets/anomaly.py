@@ -39,6 +39,7 @@ from ._anomaly_results import SourceResult, adopt_result, propose
 from ._forms import column, form, row
 from ._layers import aligned_with, input_images, is_result, update_layer
 from ._layout import scroll_content, section
+from ._modality import ModalityWatch, flair_by_name
 from ._worker import JobRunner, LatestOnly, warm_up
 
 if TYPE_CHECKING:
@@ -68,6 +69,7 @@ class AnomalyWidget(QWidget):
         self._truth_cache: tuple | None = None
 
         self.layer_combo = QComboBox()
+        self.modality = ModalityWatch(self, "FLAIR", "anomaly models", self.refresh_layer_choices)
         self.model_combo = QComboBox()
         for method in METHODS:
             label = (method if method in SCORELESS_METHODS else f"VAE {method} (Lambert et al.)" if method in KINDS
@@ -106,7 +108,7 @@ class AnomalyWidget(QWidget):
             label.setWordWrap(True)  # a long line would widen the dock past its side
 
         column(scroll_content(self),
-               form(("FLAIR", self.layer_combo), ("method", self.model_combo)),
+               form(("FLAIR", self.layer_combo), ("method", self.model_combo)), self.modality.label,
                section("Options", form(("score (VAE)", self.residual_combo), ("device", self.device_combo))),
                row(self.compute_button, self.cancel_button),
                self.progress, self.status,
@@ -119,6 +121,7 @@ class AnomalyWidget(QWidget):
                                 [self.compute_button, self.model_combo, self.layer_combo], "Anomaly maps", owner=self)
         self.compute_button.clicked.connect(self.compute)
         self.model_combo.currentIndexChanged.connect(self._method_changed)
+        self.layer_combo.currentTextChanged.connect(self.modality.chosen)  # first: a refresh its slots cause keeps it
         self.layer_combo.currentTextChanged.connect(self._source_changed)
         self.labeller = LatestOnly(propose, self._proposed)
         self.progress.destroyed.connect(self.labeller.shutdown)
@@ -165,11 +168,12 @@ class AnomalyWidget(QWidget):
     def refresh_layer_choices(self, event: object = None) -> None:
         """Fill the FLAIR (input images) and ground-truth (labels) combos; results are never inputs.
 
-        A newly opened FLAIR is picked when the current choice is not a FLAIR.
+        A FLAIR-looking image is picked until the user chooses (:class:`._modality.ModalityWatch`).
         """
         from napari.layers import Labels
 
-        images = [layer.name for layer in input_images(self.viewer, ndim=None)]
+        layers = input_images(self.viewer, ndim=None)
+        images = [layer.name for layer in layers]
         truths = [layer.name for layer in self.viewer.layers if isinstance(layer, Labels) and not is_result(layer)]
         inserted = getattr(event, "value", None) if getattr(event, "type", "") == "inserted" else None
         for combo, names, extra in ((self.layer_combo, images, []), (self.truth_combo, truths, [NO_TRUTH])):
@@ -177,16 +181,13 @@ class AnomalyWidget(QWidget):
             combo.blockSignals(True)
             combo.clear()
             combo.addItems(extra + names)
-            if combo is self.layer_combo and inserted is not None and inserted.name in names and \
-                    "flair" in inserted.name.lower() and "flair" not in current.lower():
-                combo.setCurrentText(inserted.name)
+            if combo is self.layer_combo:
+                combo.setCurrentText(self.modality.pick(layers, current, flair_by_name(names, current, inserted)))
             elif current in extra + names:
                 combo.setCurrentText(current)
-            elif combo is self.layer_combo:
-                flair = [n for n in names if "flair" in n.lower()]
-                if flair:
-                    combo.setCurrentText(flair[0])
             combo.blockSignals(False)
+        self.modality.request(layers)
+        self.modality.show(self._layer(self.layer_combo.currentText()))
         self._adopt_results()
         self._show_controls_for(self.current)
 
@@ -207,6 +208,7 @@ class AnomalyWidget(QWidget):
 
     def _source_changed(self, name: str) -> None:
         self._truth_cache = None
+        self.modality.show(self._layer(name))
         self._show_controls_for(self.current)
 
     # --- compute ----------------------------------------------------------------------
@@ -227,7 +229,7 @@ class AnomalyWidget(QWidget):
             return None
         spacing = tuple(float(s) for s in layer.scale[-3:])
         method = self.model_combo.currentData()
-        note = modality_warning(layer.name)
+        note = self.modality.note(layer, modality_warning)
         if note:
             show_warning(note)
         job = prepared_anomaly_job(

@@ -128,8 +128,8 @@ class MentalMapWidget(QWidget):
         self.samples_button.clicked.connect(lambda: self.run("samples"))
         self.prior_button.clicked.connect(lambda: self.run("prior"))
         self.browse_button.clicked.connect(self._browse)
+        self.layer_combo.currentTextChanged.connect(self.modality.chosen)  # first: a refresh its slots cause keeps it
         self.layer_combo.currentTextChanged.connect(self._layer_chosen)
-        self.layer_combo.currentTextChanged.connect(self.modality.chosen)
         self.viewer.layers.events.inserted.connect(self.refresh_layer_choices)
         self.viewer.layers.events.removed.connect(self.refresh_layer_choices)
         self.refresh_layer_choices()
