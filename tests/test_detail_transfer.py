@@ -11,11 +11,13 @@ from napari_mentalmap.inference.detail_transfer import (
     DetailTransferConfig,
     StdCalibration,
     band_split,
+    fallback_mask,
     linear_interpolation,
     model_weight,
     neighbours,
     outside_fill,
     transfer_detail,
+    transfer_deviation,
 )
 from napari_mentalmap.inference.refined_maps import InputGridSettings
 
@@ -75,6 +77,25 @@ def test_refinement_is_linear_in_the_prediction(volume):
     right = transfer_detail(b, volume, contexts, SPACING, brain, weight, (0, 19), config)
     mixed = transfer_detail(0.3 * a + 0.7 * b, volume, contexts, SPACING, brain, weight, (0, 19), config)
     np.testing.assert_allclose(mixed, 0.3 * left + 0.7 * right, atol=1e-5)
+
+
+def test_a_sample_is_the_refined_mean_plus_its_refined_deviation():
+    rng = np.random.default_rng(4)
+    shape = (16, 12, 12)
+    acquired = rng.random(shape).astype(np.float32)
+    brain = np.zeros(shape, bool)
+    brain[:, 2:10, 3:9] = True
+    brain[12:] = False
+    mean, sample = (rng.random(shape).astype(np.float32) for _ in range(2))
+    contexts, covered = [3, 8, 14], (2, 13)
+    weight = model_weight(brain, *covered, 1.0)
+    config = DetailTransferConfig()
+    refined_mean = transfer_detail(mean, acquired, contexts, SPACING, brain, weight, covered, config)
+    refined_sample = transfer_detail(sample, acquired, contexts, SPACING, brain, weight, covered, config)
+    fallback = fallback_mask(brain, contexts, SPACING, covered)
+    assert fallback.any()  # voxels outside the brain whose neighbouring contexts both have brain there
+    deviation = transfer_deviation(sample - mean, contexts, SPACING, weight, fallback, config)
+    np.testing.assert_allclose(refined_mean + deviation, refined_sample, atol=1e-5)
 
 
 def test_outside_the_brain_the_head_comes_from_the_acquired_slices():

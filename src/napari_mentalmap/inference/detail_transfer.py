@@ -101,37 +101,54 @@ def band_split(images: np.ndarray, sigmas_mm: tuple[float, ...], pixel_mm: tuple
     return np.stack(bands)
 
 
-def linear_interpolation(acquired: np.ndarray, near: Neighbours, rows: slice = slice(None)) -> np.ndarray:
+def _slice_indices(rows: slice | np.ndarray, n_slices: int) -> np.ndarray:
+    return np.arange(n_slices)[rows]
+
+
+def linear_interpolation(acquired: np.ndarray, near: Neighbours, rows: slice | np.ndarray = slice(None)) -> np.ndarray:
     """The slices ``rows`` linearly interpolated between their two contexts (constant beyond them)."""
-    ordered = np.asarray(near.contexts)
-    low = acquired[ordered[np.maximum(near.lower[rows], 0)]]
-    high = acquired[ordered[np.maximum(near.upper[rows], 0)]]
-    return (near.weight_lower[rows, None, None] * low + near.weight_upper[rows, None, None] * high).astype(np.float32)
+    ordered = near.contexts
+    indices = _slice_indices(rows, len(near.lower))
+    out = np.empty((len(indices), *acquired.shape[1:]), np.float32)
+    for position, index in enumerate(indices):
+        low, high = ordered[max(near.lower[index], 0)], ordered[max(near.upper[index], 0)]
+        np.multiply(acquired[low], np.float32(near.weight_lower[index]), out=out[position])
+        if near.weight_upper[index]:
+            out[position] += np.float32(near.weight_upper[index]) * acquired[high]
+    return out
+
+
+def outside_known(brain: np.ndarray, near: Neighbours, rows: slice | np.ndarray = slice(None)
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """(interpolated non-brain weight, where it is known) of the slices ``rows``."""
+    weight = linear_interpolation((~np.asarray(brain, bool)).astype(np.float32), near, rows)
+    return weight, weight > 1e-3
 
 
 def outside_fill(acquired: np.ndarray, brain: np.ndarray, base: np.ndarray, near: Neighbours,
-                 rows: slice = slice(None)) -> np.ndarray:
+                 rows: slice | np.ndarray = slice(None)) -> np.ndarray:
     """What the slices ``rows`` hold outside the brain: the acquired slices' own non-brain
     voxels (skull, scalp, background) linearly interpolated; where every neighbouring context
     has brain, ``base``. A skull-stripped scan stays 0 there, a head keeps its skull."""
-    outside = (~np.asarray(brain, bool)).astype(np.float32)
-    weight = linear_interpolation(outside, near, rows)
-    values = linear_interpolation(acquired * outside, near, rows)
-    known = weight > 1e-3
+    weight, known = outside_known(brain, near, rows)
+    values = linear_interpolation(np.where(brain, np.float32(0), acquired).astype(np.float32), near, rows)
     return np.where(known, values / np.where(known, weight, 1.0), base[rows]).astype(np.float32)
 
 
 def transferred_residual(residual_bands: np.ndarray, near: Neighbours, decay_mm: tuple[float, ...],
-                         rows: slice = slice(None)) -> np.ndarray:
+                         rows: slice | np.ndarray = slice(None)) -> np.ndarray:
     """The context residuals (bands, K, H, W) carried to the slices ``rows`` (slices, H, W)."""
+    n_bands, _, height, width = residual_bands.shape
+    per_context = np.ascontiguousarray(residual_bands.transpose(1, 0, 2, 3)).reshape(-1, n_bands, height * width)
+    decay = np.asarray(decay_mm, np.float64)[None, :]
     lower, upper = near.lower[rows], near.upper[rows]
-    out = np.zeros((len(lower), *residual_bands.shape[2:]), np.float32)
-    for band, decay in enumerate(decay_mm):
-        gain_lower = near.weight_lower[rows] * np.exp(-near.distance_lower[rows] / decay)
-        gain_upper = near.weight_upper[rows] * np.exp(-near.distance_upper[rows] / decay)
-        out += gain_lower[:, None, None].astype(np.float32) * residual_bands[band, np.maximum(lower, 0)]
-        out += gain_upper[:, None, None].astype(np.float32) * residual_bands[band, np.maximum(upper, 0)]
-    return out
+    gains_lower = (near.weight_lower[rows, None] * np.exp(-near.distance_lower[rows, None] / decay)).astype(np.float32)
+    gains_upper = (near.weight_upper[rows, None] * np.exp(-near.distance_upper[rows, None] / decay)).astype(np.float32)
+    out = np.empty((len(lower), height * width), np.float32)
+    for index in range(len(lower)):  # one small matrix product per slice: no volume-sized gathers
+        np.matmul(gains_lower[index], per_context[max(lower[index], 0)], out=out[index])
+        out[index] += gains_upper[index] @ per_context[max(upper[index], 0)]
+    return out.reshape(len(lower), height, width)
 
 
 def model_weight(brain: np.ndarray, first: int, last: int, edge_voxels: float) -> np.ndarray:
@@ -171,6 +188,33 @@ def transfer_detail(base: np.ndarray, acquired: np.ndarray, contexts: list[int],
         fill[inside] = outside_fill(acquired, brain, base, near, inside)
     out = weight * refined + (1.0 - weight) * fill
     out[ordered] = acquired[ordered]
+    return out.astype(np.float32)
+
+
+def fallback_mask(brain: np.ndarray, contexts: list[int], spacing: tuple[float, float, float],
+                  covered: tuple[int, int]) -> np.ndarray:
+    """1 where :func:`transfer_detail`'s fill outside the brain falls back on the model's
+    prediction (inside the model's slice range, every neighbouring context has brain there)."""
+    near = neighbours(brain.shape[0], contexts, float(spacing[0]))
+    mask = np.zeros(brain.shape, np.float32)
+    first, last = max(covered[0], 0), min(covered[1], brain.shape[0] - 1)
+    if first <= last:
+        mask[first:last + 1] = ~outside_known(brain, near, slice(first, last + 1))[1]
+    return mask
+
+
+def transfer_deviation(deviation: np.ndarray, contexts: list[int], spacing: tuple[float, float, float],
+                       weight: np.ndarray, fallback: np.ndarray, config: DetailTransferConfig) -> np.ndarray:
+    """``transfer_detail(base + deviation) - transfer_detail(base)`` for any ``base`` (the
+    refinement is linear in the model's prediction): a sample is refined as the refined mean
+    plus this, at a fraction of the cost. ``fallback`` is :func:`fallback_mask`."""
+    near = neighbours(deviation.shape[0], contexts, float(spacing[0]))
+    ordered = near.contexts
+    bands = band_split(-weight[ordered] * deviation[ordered], config.band_sigmas_mm,
+                       (float(spacing[1]), float(spacing[2])))
+    out = weight * (deviation + transferred_residual(bands, near, config.decay_mm))
+    out += (1.0 - weight) * fallback * deviation
+    out[ordered] = 0.0
     return out.astype(np.float32)
 
 

@@ -19,9 +19,11 @@ import numpy as np
 from .detail_transfer import (
     DetailTransferConfig,
     StdCalibration,
+    fallback_mask,
     model_weight,
     neighbours,
     transfer_detail,
+    transfer_deviation,
 )
 from .jobs import Progress
 
@@ -86,12 +88,14 @@ def refined_maps_job(result: GridResult, volume: np.ndarray, settings: InputGrid
     first, last = result.mapping.covered_slices()
     weight = model_weight(brain, first, last, settings.detail_transfer.edge_voxels)
 
-    def refine(grid: np.ndarray, message: str) -> Generator[Progress, None, np.ndarray]:
-        on_input = yield from result.to_input_grid_job(grid, lo, progress=(*progress, message))
-        return transfer_detail((on_input - np.float32(lo)) / scale, acquired, contexts, spacing, brain, weight,
-                               (first, last), settings.detail_transfer)
+    def on_input(grid: np.ndarray, message: str) -> Generator[Progress, None, np.ndarray]:
+        values = yield from result.to_input_grid_job(grid, lo, progress=(*progress, message))
+        return (values - np.float32(lo)) / scale
 
-    mean = yield from refine(result.mean_grid, "refining the mean with the acquired slices")
+    base = yield from on_input(result.mean_grid, "resampling the mean onto the input grid")
+    mean = transfer_detail(base, acquired, contexts, spacing, brain, weight, (first, last), settings.detail_transfer)
+    yield (*progress, "refined the mean with the acquired slices")
+    fallback = fallback_mask(brain, contexts, spacing, (first, last))
     samples_grid = result.samples_grid
     n_samples = 0 if samples_grid is None else len(samples_grid)
     keep = n_samples * acquired.size * 4 <= SAMPLE_BYTES_LIMIT
@@ -99,7 +103,8 @@ def refined_maps_job(result: GridResult, volume: np.ndarray, settings: InputGrid
     total = np.zeros(acquired.shape, np.float64) if n_samples > 1 else None
     squares = np.zeros(acquired.shape, np.float64) if n_samples > 1 else None
     for index in range(n_samples):
-        sample = yield from refine(samples_grid[index], f"refining sample {index + 1}/{n_samples}")
+        deviation = (yield from on_input(samples_grid[index], f"refining sample {index + 1}/{n_samples}")) - base
+        sample = mean + transfer_deviation(deviation, contexts, spacing, weight, fallback, settings.detail_transfer)
         if samples is not None:
             samples[index] = sample
         if total is not None:
