@@ -31,6 +31,7 @@ from napari_mentalmap.data.splits import SPLITS
 from napari_mentalmap.data.subjects import cache_dir
 from napari_mentalmap.evaluation.calibration import validation_scores
 from napari_mentalmap.evaluation.uad import TEST_SETS, load_test_volume
+from napari_mentalmap.evaluation.validation_cases import SHIFTS, shifted
 from napari_mentalmap.inference.anomaly import (
     anomaly_map,
     gated_intensity,
@@ -73,42 +74,6 @@ def hybrid(intensity: np.ndarray, residual: np.ndarray, form: str, scale: float)
     if form == "intensity":
         return intensity
     raise ValueError(form)
-
-
-def _thick(image: np.ndarray, spacing) -> np.ndarray:
-    from scipy.ndimage import gaussian_filter1d
-
-    return gaussian_filter1d(image, sigma=2.0 / spacing[0], axis=0)  # FWHM about 4.7 mm slices
-
-
-def _bias(image: np.ndarray, spacing) -> np.ndarray:
-    ramp = np.linspace(0.8, 1.2, image.shape[2], dtype=np.float32)
-    return image * ramp[None, None, :]
-
-
-def _noise(image: np.ndarray, spacing) -> np.ndarray:
-    rng = np.random.default_rng(0)
-    level = 0.05 * float(np.median(image[image > 0]))
-    return np.abs(image + rng.normal(0.0, level, image.shape).astype(np.float32))
-
-
-SHIFTS = {
-    "as given": lambda image, spacing: image,
-    "gamma 0.7": lambda image, spacing: np.clip(image, 0, None) ** 0.7,
-    "gamma 1.4": lambda image, spacing: np.clip(image, 0, None) ** 1.4,
-    "thick slices": _thick,
-    "bias ±20 %": _bias,
-    "noise 5 %": _noise,
-}
-"""Site shifts of a raw FLAIR ``(image, spacing) -> image`` for ``shifts``."""
-
-
-def shifted(volume, name: str):
-    """``volume`` with the raw FLAIR changed by ``SHIFTS[name]`` (mask and truth kept)."""
-    import dataclasses
-
-    image = SHIFTS[name](volume.image, volume.spacing).astype(np.float32)
-    return dataclasses.replace(volume, image=image)
 
 
 def shift_table(models: dict) -> None:

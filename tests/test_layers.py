@@ -75,3 +75,55 @@ def test_one_module_knows_where_weights_live_and_all_loads_are_safe() -> None:
         if re.search(r"parents\[[2-9]\]", text):
             offenders.append(f"{path.name}: repository-relative path")
     assert not offenders, offenders
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE).with_suffix("").parts)
+    return ".".join(["napari_mentalmap", *(parts[:-1] if parts[-1] == "__init__" else parts)])
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the package modules it imports anywhere (top level, in functions, under
+    TYPE_CHECKING); a module's own parent packages are left out (Python imports them first anyway)."""
+    modules = {_module_name(path): path for path in SOURCES}
+    graph = {}
+    for name, path in modules.items():
+        parents = {name.rsplit(".", depth)[0] for depth in range(1, name.count(".") + 1)}
+        graph[name] = {imported for imported, _ in _imports(path)
+                       if imported in modules and imported != name and imported not in parents}
+    return graph
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every cycle a depth-first walk of ``graph`` closes (each as the modules around it)."""
+    state: dict[str, int] = {}
+    path: list[str] = []
+    cycles = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        path.append(node)
+        for target in sorted(graph[node]):
+            if state.get(target) == 1:
+                cycles.append(path[path.index(target):] + [target])
+            elif target not in state:
+                visit(target)
+        path.pop()
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node)
+    return cycles
+
+
+def test_no_import_cycles() -> None:
+    """No module of the package imports itself back through others, not even lazily."""
+    cycles = import_cycles(import_graph())
+    assert not cycles, "\n".join(" -> ".join(m.removeprefix("napari_mentalmap.") for m in c) for c in cycles)
+
+
+def test_the_cycle_check_finds_a_cycle() -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert import_cycles(graph) == [["a", "b", "c", "a"]]
+    assert import_cycles({"a": {"b"}, "b": set()}) == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pathlib
 import shutil
 from pathlib import Path
@@ -159,7 +160,7 @@ def test_predict_latent_writes_latents_and_a_reconstruction_over_the_input(tmp_p
 
 @pytest.mark.parametrize("target", ["lesions", "tumour"])
 def test_predict_anomaly_labels_at_the_target_auto_threshold(tmp_path: Path, target: str) -> None:
-    from napari_mentalmap.inference.anomaly_methods import GATED_METHOD, auto_threshold
+    from napari_mentalmap.inference.anomaly_methods import GATED_METHOD, scan_auto_threshold
     from napari_mentalmap.inference.labels import threshold_labels
 
     out = tmp_path / "out"
@@ -171,8 +172,14 @@ def test_predict_anomaly_labels_at_the_target_auto_threshold(tmp_path: Path, tar
     _same_grid(out / f"{stem}_anomaly_labels.nii.gz", FLAIR)
     assert labels.header.get_intent()[0] == "label"
     anomaly = np.asanyarray(nib.load(str(out / f"{stem}_anomaly.nii.gz")).dataobj)
-    expected = threshold_labels(anomaly, auto_threshold(GATED_METHOD, "", target)) > 0  # the default method
+    # the default method's Auto, per scan where it is: the map is 0 outside the eroded brain, so
+    # the whole volume gives the fit the brain mask gives
+    auto = scan_auto_threshold(GATED_METHOD, "", target, anomaly, np.ones(anomaly.shape, bool))
+    expected = threshold_labels(anomaly, auto) > 0
     assert np.array_equal(np.asanyarray(labels.dataobj) > 0, expected)
+    recorded = json.loads((out / f"{stem}_anomaly_labels.json").read_text())["threshold"]
+    assert recorded["value"] == pytest.approx(auto, abs=1e-6)
+    assert ("this scan's map" in recorded["chosen"]) == (type(auto) is not float)  # a ScanThreshold
 
 
 def test_predict_anomaly_explicit_threshold_and_weights_without_one(tmp_path: Path, capsys) -> None:

@@ -104,7 +104,8 @@ def test_part_of_rescales_progress_and_closes_the_inner_job() -> None:
 
 
 def test_dock_runs_the_gated_method_by_default_at_its_auto_threshold(make_napari_viewer, qtbot) -> None:
-    from napari_mentalmap.inference.anomaly_methods import GATED_METHOD, auto_threshold
+    from napari_mentalmap.inference.anomaly_methods import GATED_METHOD, scan_auto_threshold
+    from napari_mentalmap.inference.scan_threshold import ScanThreshold
     from napari_mentalmap.widgets.anomaly import AnomalyWidget
 
     image, _, spacing = _flair_with_lesion()
@@ -115,8 +116,14 @@ def test_dock_runs_the_gated_method_by_default_at_its_auto_threshold(make_napari
     assert widget.compute() is not None
     qtbot.waitUntil(lambda: not widget.busy and widget.current is not None, timeout=60_000)
     assert widget.current.method == GATED_METHOD
-    auto = auto_threshold(GATED_METHOD, "", widget.target)
+    anomaly = np.asarray(widget.image_layer.data)
+    # the map is 0 outside the eroded brain, so the whole volume gives the brain mask's fit
+    auto = scan_auto_threshold(GATED_METHOD, "", widget.target, anomaly, np.ones(anomaly.shape, bool))
     assert auto is not None and widget.threshold_slider.value() == pytest.approx(auto, abs=1e-3)
+    # the lesion Auto is this scan's own, and the target list says so
+    assert isinstance(widget.current.auto_thresholds["lesions"], ScanThreshold)
+    assert widget.target_combo.itemText(widget.target_combo.findData("lesions")).endswith(
+        f"{widget.current.auto_thresholds['lesions']:.3g} (this scan)")
     assert widget.image_layer.data.shape == image.shape
     np.testing.assert_allclose(widget.labels_layer.scale, spacing)
 

@@ -150,6 +150,9 @@ def add_uad_baseline_threshold_parser(subparsers: argparse._SubParsersAction) ->
     parser.set_defaults(func=run_uad_baseline_threshold)
     add_uad_validate_parser(subparsers)  # registered here: the group's command list is not this module's
     add_uad_auto_parser(subparsers)
+    from .per_scan_commands import add_uad_per_scan_parser
+
+    add_uad_per_scan_parser(subparsers)
 
 
 def add_uad_auto_parser(subparsers: argparse._SubParsersAction) -> None:

@@ -1,23 +1,17 @@
-"""The anomaly methods without torch: their names, weights files, Auto thresholds per target
-and the dock's job (which imports :mod:`.anomaly`, and torch, inside its worker thread). The
-anomaly dock lists them before the models load; :mod:`.anomaly` re-exports the names."""
+"""The anomaly methods without torch: their names, weights files and Auto thresholds per
+target (fixed, or per scan from the scan's own map). The anomaly dock lists them before the
+models load; :mod:`.anomaly` re-exports the names and :mod:`.anomaly_jobs` holds the dock's job.
+Nothing here imports :mod:`.anomaly` (no import circle)."""
 
 from __future__ import annotations
 
-from collections.abc import Generator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..checkpoints import shipped
 from ..models.kinds import DAE_KINDS, KINDS
-from .jobs import Progress
-from .labels import LabelUpdater
-
-if TYPE_CHECKING:
-    from .anomaly import AnomalyResult
+from .scan_threshold import scan_threshold
 
 ANOMALY_KINDS: tuple[str, ...] = KINDS + DAE_KINDS
 """Every anomaly model kind: the VAEs and the denoising autoencoder (``dae2d``)."""
@@ -107,58 +101,26 @@ def auto_threshold(method: str, residual: str, target: str) -> float | None:
     return AUTO_THRESHOLDS.get(f"{method}|{score}|{target}")
 
 
-def anomaly_job(data: np.ndarray, spacing: tuple[float, float, float], method: str, device: str,
-                residual: str = "positive", weights: str | Path | None = None):
-    """The anomaly dock's job (run in its worker thread; torch is imported there): the
-    intensity method, or load a model (``weights``, default the shipped ``method``) and run its map.
-
-    Returns the result and its Auto thresholds per target (``TARGETS``): the shipped table for
-    the shipped weights; for other weights, their own (lesion) threshold when it was chosen
-    for ``residual``. ``GATED_METHOD`` runs on the shipped ``GATED_MODEL`` weights.
-    """
-    from .anomaly import anomaly_map, gated_intensity_map, intensity_anomaly_map, load_anomaly_model
-
-    if method == INTENSITY_METHOD:
-        result = yield from intensity_anomaly_map(data, spacing, device=device)
-        return result, shipped_auto_thresholds(method, residual)
-    if method == GATED_METHOD:
-        result = yield from gated_intensity_map(data, spacing, load_anomaly_model(GATED_MODEL, device))
-        return result, shipped_auto_thresholds(method, residual)
-    model = load_anomaly_model(weights or method, device)
-    result = yield from anomaly_map(data, spacing, model, residual=residual)
-    if weights is None or Path(weights) == weights_path(method):
-        return result, shipped_auto_thresholds(method, residual)
-    return result, ({"lesions": model.threshold} if model.threshold is not None and model.residual_kind == residual
-                    else {})
+PER_SCAN_SDS: dict[str, float] = {
+    "DAE-gated FLAIR intensity||lesions": 1.75,
+    "FLAIR intensity (baseline)||lesions": 2.6,
+}
+"""Per ``"method|score|target"``: the Auto is this many fitted SDs above the bulk of the scan's own
+map (:func:`.scan_threshold.scan_threshold`), chosen on validation by ``mentalmap eval uad-per-scan``
+(``evaluation.per_scan_auto``); targets not listed keep ``AUTO_THRESHOLDS``."""
 
 
-def shipped_auto_thresholds(method: str, residual: str) -> dict[str, float]:
-    """The shipped Auto threshold of ``method`` and ``residual`` for every target that has one."""
-    found = {target: auto_threshold(method, residual, target) for target in TARGETS}
-    return {target: value for target, value in found.items() if value is not None}
+def per_scan_sds(method: str, residual: str, target: str) -> float | None:
+    """The per-scan Auto's SDs of a method, score and target (None: it keeps its fixed Auto)."""
+    score = "" if method in SCORELESS_METHODS else residual
+    return PER_SCAN_SDS.get(f"{method}|{score}|{target}")
 
 
-@dataclass
-class PreparedAnomaly:
-    """A finished map with what its display needs, computed in the worker thread."""
+def scan_auto_threshold(method: str, residual: str, target: str, anomaly: np.ndarray,
+                        mask: np.ndarray) -> float | None:
+    """The shipped Auto of a method, score and target for this map: from the scan itself (a
+    :class:`.scan_threshold.ScanThreshold`) where :data:`PER_SCAN_SDS` says so, else the fixed
+    :func:`auto_threshold`. Raises ``ScanThresholdError`` when the map cannot be fitted."""
+    sds = per_scan_sds(method, residual, target)
+    return auto_threshold(method, residual, target) if sds is None else scan_threshold(anomaly, mask, sds)
 
-    result: AnomalyResult
-    thresholds: dict[str, float]  # target -> Auto threshold
-    limits: tuple[float, float]  # contrast limits of the overlay
-    start: float  # the threshold shown first
-    proposal: LabelUpdater  # already thresholded at ``start``
-
-
-def prepared_anomaly_job(job, target: str, min_size: int) -> Generator[Progress, None, PreparedAnomaly]:
-    """Run ``job`` (an :func:`anomaly_job`) and prepare its display off the GUI thread: the
-    overlay's contrast limits (the upper tail, readable over the FLAIR) and the proposal at
-    the first threshold (Auto for ``target`` when there is one)."""
-    result, thresholds = yield from job
-    yield 1, 1, "preparing the labels"
-    anomaly = result.anomaly
-    inside = anomaly[anomaly > 0]
-    low, top = (float(v) for v in np.percentile(inside, [75, 99.9])) if inside.size else (0.0, 1.0)
-    start = thresholds.get(target, top / 2)
-    proposal = LabelUpdater(anomaly)
-    proposal.update(start, min_size)
-    return PreparedAnomaly(result, thresholds, (low, max(top, low + 1e-6)), start, proposal)

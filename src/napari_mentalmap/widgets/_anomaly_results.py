@@ -27,7 +27,7 @@ class SourceResult:
     image_layer: Any
     labels_layer: Any
     labels: EditedLabels
-    auto_thresholds: dict[str, float]  # target -> Auto threshold chosen on validation
+    auto_thresholds: dict[str, float]  # target -> Auto threshold (a ScanThreshold when from this scan)
     threshold: float
     notes: list[str] = field(default_factory=list)
 
@@ -62,5 +62,6 @@ def adopt_result(viewer: Any, source: Any) -> SourceResult | None:
         return None
     edited = EditedLabels.adopt(anomaly, labels, float(tag["threshold"]), int(tag.get("min_size", 1)))
     return SourceResult(source, str(tag.get("method", "")), image_layer, labels_layer, edited,
-                        {str(k): float(v) for k, v in (tag.get("auto_thresholds") or {}).items()},
+                        {str(k): v if isinstance(v, float) else float(v)  # a ScanThreshold stays one
+                         for k, v in (tag.get("auto_thresholds") or {}).items()},
                         float(tag["threshold"]))

@@ -22,15 +22,13 @@ from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QComboBox, QLabel, QProgressBar, QPushButton, QSpinBox, QWidget
 from superqt import QLabeledDoubleSlider
 
+from ..inference.anomaly_jobs import PreparedAnomaly, anomaly_job, auto_text, prepared_anomaly_job
 from ..inference.anomaly_methods import (
     ANOMALY_KINDS,
     GATED_METHOD,
     RESIDUALS,
     SCORELESS_METHODS,
-    PreparedAnomaly,
-    anomaly_job,
     modality_warning,
-    prepared_anomaly_job,
     weights_path,
 )
 from ..inference.labels import DEFAULT_MIN_SIZE, EditedLabels
@@ -317,10 +315,10 @@ class AnomalyWidget(QWidget):
         for index in range(self.target_combo.count()):
             target = self.target_combo.itemData(index)
             value = thresholds.get(target)
-            self.target_combo.setItemText(index, TARGET_LABELS[target] + ("" if value is None else f": {value:.3g}"))
+            self.target_combo.setItemText(index, TARGET_LABELS[target] + auto_text(value))
         self.auto_button.setEnabled(self.target in thresholds)
         self.auto_button.setToolTip(
-            f"set the threshold chosen on validation data for {TARGET_LABELS[self.target]}" if self.target in thresholds
+            f"set the Auto threshold for {TARGET_LABELS[self.target]}{auto_text(thresholds[self.target])}" if self.target in thresholds
             else "no threshold was chosen on validation data for this method, score and target")
 
     def set_auto_threshold(self) -> None:
