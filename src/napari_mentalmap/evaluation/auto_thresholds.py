@@ -13,7 +13,9 @@
 
 ``mentalmap eval uad-auto`` prints the table (and with ``--test`` the Dice at Auto on every
 manual-label test set, for the report only); the values the dock uses are
-``inference.anomaly_methods.AUTO_THRESHOLDS``, and the command says when they differ.
+``inference.anomaly_methods.AUTO_THRESHOLDS``, and the command says when they differ. Where
+``PER_SCAN_SDS`` lists a method, score and target, the dock computes that Auto from the scan's
+own map instead (:mod:`.per_scan_auto`).
 """
 
 from __future__ import annotations
