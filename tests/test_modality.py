@@ -49,6 +49,16 @@ def test_order_not_scale_decides(t1) -> None:
     assert guess.modality == "T2" and guess.describe() == "T2-weighted (WM < GM < CSF)"
 
 
+def test_a_tight_mask_keeps_the_guess(t1, flair) -> None:
+    """A brain mask tighter than the image's outline (as a learned mask can be) only
+    restricts the voxels looked at: the outer layer is not mistaken for cortex."""
+    from scipy import ndimage
+
+    for volume, truth in ((t1, "T1"), (flair, "FLAIR")):
+        tight = ndimage.binary_erosion(volume.data != 0, iterations=1)
+        assert classify_modality(volume.data, volume.spacing, mask=tight).modality == truth
+
+
 def test_thick_slices_and_1mm_speed(t1, flair) -> None:
     assert classify_modality(flair.data[::2], (4.0, 2.0, 2.0)).modality == "FLAIR"
     assert classify_modality(t1.data[::2], (4.0, 2.0, 2.0)).modality == "T1"
@@ -104,6 +114,20 @@ def test_shared_data_scans(relative: str, truth: str) -> None:
         pytest.skip(f"real data not available: {path}")
     volume = read_volume(path)
     assert classify_modality(volume.data, volume.spacing).modality == truth
+
+
+@pytest.mark.parametrize("relative", ["nichart_demo/flair/Subj22_FL.nii.gz", "nichart_demo/t1/Subj5_T1.nii.gz"])
+def test_shared_data_with_the_learned_brain_mask(relative: str) -> None:
+    """With the project's brain mask (what ``predict`` may pass) a thick-slice FLAIR with skull
+    stays FLAIR: depth measured from that tight mask read it as T1 (white rise +0.32)."""
+    from napari_mentalmap.inference.brain import auto_brain_mask
+
+    path = SHARED_DATA / relative
+    if not path.exists():
+        pytest.skip(f"real data not available: {path}")
+    volume = read_volume(path)
+    mask = auto_brain_mask(volume.data, volume.spacing)
+    assert classify_modality(volume.data, volume.spacing, mask=mask).modality == ("FLAIR" if "_FL" in relative else "T1")
 
 
 def _open(viewer, sample, name: str):
