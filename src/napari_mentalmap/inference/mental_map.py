@@ -279,7 +279,7 @@ class InputGridMaps:
 
     result: MentalMap
     mean: np.ndarray
-    std: np.ndarray | None  # None when fewer than 2 samples were drawn
+    std: np.ndarray | None  # None when fewer than 2 samples were drawn; NaN where not modelled (refined)
     std_top: float  # 99.9th percentile of the positive std (display range)
     samples: np.ndarray | None = None  # (N, *input shape) refined samples, when refined and small enough
     refined: bool = False  # mean/samples refined with the acquired slices at the input resolution
@@ -309,7 +309,7 @@ def on_input_grid_job(result: MentalMap, volume: np.ndarray, keep_contexts: bool
             top = _display_top(maps.std[maps.modelled])
             outside = ~maps.modelled
             outside[list(result.context_slices)] = False
-            maps.std[outside] = top  # not modelled: shown at the top of the display range
+            maps.std[outside] = np.nan  # not modelled (outside the brain, beyond the model's range): no value
         return InputGridMaps(result, maps.mean, maps.std, top, maps.samples, refined=True)
     acquired = volume if keep_contexts and result.context_slices else None
     mean = yield from result.to_input_grid_job(result.mean_grid, 0.0, acquired,
