@@ -19,8 +19,8 @@ from qtpy.QtWidgets import QLabel
 
 from ..inference.modality import ModalityGuess, classify_modality
 
-_GUESSES: weakref.WeakKeyDictionary[Any, tuple[int, ModalityGuess | None]] = weakref.WeakKeyDictionary()
-"""Layer -> (id of the data it was guessed on, guess or None when it cannot be told)."""
+_GUESSES: weakref.WeakKeyDictionary[Any, tuple[Callable[[], Any], ModalityGuess | None]] = weakref.WeakKeyDictionary()
+"""Layer -> (reference to the data it was guessed on, guess or None when it cannot be told)."""
 
 WARNING_STYLE = "color: #e8a33d;"
 
@@ -43,14 +43,18 @@ def guess_volume(data: Any, spacing: tuple[float, float, float]) -> ModalityGues
 def known_guess(layer: Any) -> tuple[bool, ModalityGuess | None]:
     """(whether the layer's current data was guessed, the guess)."""
     entry = _GUESSES.get(layer)
-    if entry is None or entry[0] != id(layer.data):
+    if entry is None or entry[0]() is not layer.data:
         return False, None
     return True, entry[1]
 
 
 def remember(layer: Any, data: Any, guess: ModalityGuess | None) -> None:
     """Cache the guess of ``layer`` made on ``data``."""
-    _GUESSES[layer] = (id(data), guess)
+    try:
+        reference: Callable[[], Any] = weakref.ref(data)
+    except TypeError:  # an object without weak references: hold it (it is the layer's data anyway)
+        reference = lambda: data  # noqa: E731
+    _GUESSES[layer] = (reference, guess)
 
 
 def flair_by_name(names: Sequence[str], current: str, inserted: Any) -> str:
