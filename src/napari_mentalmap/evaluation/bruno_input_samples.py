@@ -3,7 +3,8 @@
 Per subject and context count (intensities on the model's [0, 1] scale, non-context slices
 inside the model's slice range, inside the brain where a mask applies):
 
-* ``coverage90`` — how often the truth lies in mean +- 1.645 std (the std layer's 90 % interval);
+* ``coverage90`` — how often the truth lies in mean +- 1.645 std (the std layer's 90 % interval),
+  where the std is modelled (not NaN);
 * ``std_error_spearman`` — Spearman correlation of the std with |mean - truth|;
 * ``neighbour_ssim`` — SSIM of neighbouring slices of the first sample (over the model's range);
 * ``spectrum_distance`` — as on the model grid, on centred square crops of the slices;
@@ -43,8 +44,9 @@ def score_samples(shown, real: np.ndarray, mask: np.ndarray, queries: list[int],
     std = shown.std / scale
     samples = (shown.samples - low) / scale if shown.samples is not None else None
     brain = mask[queries]
-    error = np.abs(mean[queries] - real[queries])[brain]
-    spread = std[queries][brain]
+    scored = brain & np.isfinite(std[queries])  # NaN: not modelled (the brain's softened rim)
+    error = np.abs(mean[queries] - real[queries])[scored]
+    spread = std[queries][scored]
     metrics.setdefault("coverage90", []).append(float(np.mean(error <= Z_90 * spread)))
     metrics.setdefault("std_error_spearman", []).append(float(spearmanr(spread, error).statistic))
     if samples is None:
