@@ -50,7 +50,7 @@ def input_grid_figure(data: np.ndarray, spacing, mask: np.ndarray, title: str, p
         middle = data.shape[2] // 2
         for column, (name, volume) in enumerate(zip(columns, volumes, strict=True)):
             limits = (0, max(shown.std_top, 1e-6)) if name == "std" else (low, high)
-            colour = "inferno" if name == "std" else "gray"
+            colour = plt.get_cmap("inferno" if name == "std" else "gray").with_extremes(bad="black")  # NaN: not modelled
             for offset, image in ((0, volume[query]), (1, volume[:, :, middle])):
                 ax = axes[2 * row + offset, column]
                 ax.imshow(image, cmap=colour, vmin=limits[0], vmax=limits[1], origin="lower" if offset else "upper",
