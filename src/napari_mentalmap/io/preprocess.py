@@ -225,6 +225,21 @@ def resample_to_grid(volume: np.ndarray, mapping: GridMapping, order: int = 1,
     ).astype(np.float32)
 
 
+def _linear_weights(coordinates: np.ndarray, n_in: int) -> np.ndarray:
+    """(len(coordinates), n_in) linear-interpolation matrix, edges clamped (``mode="nearest"``)."""
+    clamped = np.clip(coordinates, 0.0, n_in - 1.0)
+    matrix = np.zeros((len(coordinates), n_in), np.float32)
+    if n_in == 1:
+        matrix[:, 0] = 1.0
+        return matrix
+    low = np.minimum(np.floor(clamped).astype(int), n_in - 2)
+    fraction = (clamped - low).astype(np.float32)
+    rows = np.arange(len(coordinates))
+    matrix[rows, low] = 1.0 - fraction
+    matrix[rows, low + 1] += fraction
+    return matrix
+
+
 def resample_from_grid(
     grid: np.ndarray,
     mapping: GridMapping,
@@ -246,17 +261,23 @@ def resample_from_grid(
     output_shape = (max(stop - first, 0), *mapping.input_shape[1:])
     inverse_step = 1.0 / np.asarray(mapping.step)
     inverse_offset = (np.array([first, 0.0, 0.0]) - np.asarray(mapping.start)) * inverse_step
-    # pad with the edge values by half a step so voxels between the last pose and the edge
-    # of its slab are not lost to the interpolation's boundary; the pose range is enforced below
-    out = ndimage.affine_transform(
-        grid,
-        matrix=inverse_step,
-        offset=inverse_offset,
-        output_shape=output_shape,
-        order=order,
-        mode="nearest",
-    ).astype(np.float32)
     coords = [np.arange(first, first + output_shape[0]), *(np.arange(n) for n in mapping.input_shape[1:])]
+    if order == 1:  # trilinear is separable: three small matrix products, ~10x faster than affine_transform
+        weights = [_linear_weights(np.arange(n) * inverse_step[axis] + inverse_offset[axis], grid.shape[axis])
+                   for axis, n in enumerate(output_shape)]
+        out = np.matmul(weights[1], grid @ weights[2].T)
+        out = (weights[0] @ out.reshape(grid.shape[0], -1)).reshape(output_shape).astype(np.float32)
+    else:
+        # pad with the edge values by half a step so voxels between the last pose and the edge
+        # of its slab are not lost to the interpolation's boundary; the pose range is enforced below
+        out = ndimage.affine_transform(
+            grid,
+            matrix=inverse_step,
+            offset=inverse_offset,
+            output_shape=output_shape,
+            order=order,
+            mode="nearest",
+        ).astype(np.float32)
     inside = []
     for axis, c in enumerate(coords):
         g = (c - mapping.start[axis]) * inverse_step[axis]
