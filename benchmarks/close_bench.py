@@ -87,6 +87,7 @@ class Scene:
 
             mental = self._add("mental", MentalMapWidget(self.viewer))
             mental.device_combo.setCurrentText("cpu")
+            mental.n_samples.setValue(options.samples)
             if options.bruno_weights:
                 mental.weights_edit.setText(options.bruno_weights)
         if kind in ("anomaly", "both"):
@@ -193,7 +194,11 @@ class Scene:
         return not self.busy
 
     def status(self) -> str:
-        return " | ".join(widget.status.text() for widget, _ in self.docks.values())
+        """What the docks said when the viewer was closed."""
+        texts = [widget.status.text() for widget, _ in self.docks.values()]
+        if "mental" in self.docks:
+            texts.append(self.widget("mental").contexts.info.text())
+        return " | ".join(text for text in texts if text)
 
     def close(self, how: str) -> None:
         for timer in (self.timer, self.poll):  # the "user" stops moving sliders
@@ -259,12 +264,13 @@ def main() -> None:
     parser.add_argument("--bruno-weights", default="")
     parser.add_argument("--vae-weights", default=None)
     parser.add_argument("--method", default="", help="anomaly method (default: the dock's default)")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads in the GUI thread")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads in the GUI thread")
+    parser.add_argument("--samples", type=int, default=4, help="samples per mental-map job")
     options = parser.parse_args()
     if options.child:
         child(options)
         return
-    extra = [f"--threads={options.threads}", "--show" if options.show else "--no-show"]
+    extra = [f"--threads={options.threads}", f"--samples={options.samples}", "--show" if options.show else "--no-show"]
     for flag in ("bruno_weights", "vae_weights", "method"):
         if getattr(options, flag):
             extra.append(f"--{flag.replace('_', '-')}={getattr(options, flag)}")

@@ -4,9 +4,13 @@ A QTimer pings the Qt event loop every ``--ping-ms`` while an action runs (until
 is idle again, its result shown); the longest gap between two pings is how long the viewer
 was frozen (fluid below ~100 ms). Each action runs twice: the first creates its layers, the
 second updates them. Also: how long each dock takes to open the first time, and how long
-Cancel takes to stop a long job when pressed at several moments of it.
+Cancel takes when pressed at several moments of each dock's long jobs (spread over the
+job's duration, measured first): until the dock is free again ("dock free": the status
+says cancelled, its buttons are back, nothing was added) and until the worker thread has
+really stopped (the job stops at its next progress report, unseen).
 
     xvfb-run -a -s "-screen 0 1920x1080x24" .venv/bin/python benchmarks/gui_bench.py [--t1 PATH --flair PATH]
+    ... benchmarks/gui_bench.py --cancel-only   # only the Cancel table
 
 Defaults: open_ms patient19 T1 and FLAIR (1 mm) from ../shared/data.
 """
@@ -14,12 +18,13 @@ Defaults: open_ms patient19 T1 and FLAIR (1 mm) from ../shared/data.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 DATA = Path("../shared/data/open_ms/patient19")
-CANCEL_DELAYS = (0.0, 0.2, 0.5, 0.8, 1.2, 2.0)
+CANCEL_FRACTIONS = (0.0, 0.1, 0.25, 0.4, 0.6, 0.8, 0.95)  # of the job's duration
 
 
 class Pinger:
@@ -72,6 +77,7 @@ def main() -> None:
     parser.add_argument("--flair", default=str(DATA / "FLAIR.nii.gz"))
     parser.add_argument("--ping-ms", type=int, default=10)
     parser.add_argument("--samples", type=int, default=16)
+    parser.add_argument("--cancel-only", action="store_true", help="only the Cancel table")
     args = parser.parse_args()
 
     import napari
@@ -94,6 +100,8 @@ def main() -> None:
             rows.append((name, "repeat" if runs == 2 else f"worst of {runs - 1} repeats", *worst))
 
     # what napari itself costs on this machine: one redraw, and adding / removing a 1-voxel layer
+    if args.cancel_only:
+        record = lambda name, action, busy, runs=2: [measure(app, pinger, action, busy) for _ in range(1)]  # noqa: E731
     record("napari floor: redraw the canvas", lambda: viewer.window._qt_viewer.canvas.native.update(), lambda: False)
     record("napari floor: add + remove a 1x1x1 image layer",
            lambda: viewer.layers.remove(viewer.add_image(np.zeros((1, 1, 1), np.float32), name="floor")),
@@ -143,38 +151,71 @@ def main() -> None:
     record("latent: Sample slices (8)", explorer.sample_slices, lambda: explorer.busy)
     record("latent: Sample volume", explorer.sample_volume, lambda: explorer.busy)
 
-    # Cancel at several moments of a long job (the job stops at its next progress report)
-    def cancel_after(start: Callable[[], object], dock, delay: float) -> tuple[float, str]:
+    # Cancel at several moments of each long job (spread over its duration, measured first)
+    def wait(condition: Callable[[], bool]) -> None:
+        while condition():
+            app.processEvents()
+            time.sleep(0.002)
+
+    def cancel_after(start: Callable[[], object], dock, delay: float) -> tuple[float, float, str]:
+        """(dock free after, worker stopped after, stage) of a Cancel ``delay`` s into a job; NaN
+        when the job's worker had already ended (its result being shown, or done)."""
         start()
         started = time.perf_counter()
         while time.perf_counter() - started < delay:
             app.processEvents()
             time.sleep(0.005)
+        if dock.runner.worker is None:  # nothing left to cancel
+            stage = "(showing the result)" if dock.runner.busy else "(already done)"
+            wait(lambda: dock.busy)
+            return float("nan"), float("nan"), stage
         stage = dock.status.text()
         cancelled = time.perf_counter()
-        dock.cancel()
-        while dock.busy:
-            app.processEvents()
-            time.sleep(0.002)
-        return time.perf_counter() - cancelled, stage
+        dock.cancel_button.click()
+        wait(lambda: dock.runner.busy)
+        free = time.perf_counter() - cancelled
+        wait(lambda: dock.runner.stopping)
+        stopped = time.perf_counter() - cancelled
+        wait(lambda: dock.busy)  # e.g. the explorer's slider decoding after an earlier result
+        return free, stopped, stage
 
-    mental.n_samples.setValue(200)
-    anomaly.model_combo.setCurrentIndex(anomaly.model_combo.findData("spatial2d"))
+    def choose(method: str) -> Callable[[], object]:
+        return lambda: anomaly.model_combo.setCurrentIndex(anomaly.model_combo.findData(method))
+
+    mental.n_samples.setValue(args.samples)
+    cancel_jobs = [
+        (f"mental map: Samples ({args.samples})", lambda: None, lambda: mental.run("samples"), mental),
+        ("anomaly: Compute (default, DAE-gated)", choose("DAE-gated FLAIR intensity"), anomaly.compute, anomaly),
+        ("anomaly: Compute (spatial2d)", choose("spatial2d"), anomaly.compute, anomaly),
+        ("latent: Encode current slice", lambda: setattr(viewer.layers.selection, "active", t1),
+         explorer.encode_current_slice, explorer),
+        ("latent: Sample volume (ppca)", lambda: None, explorer.sample_volume, explorer),
+    ]
     cancels = []
-    for delay in CANCEL_DELAYS:
-        cancels.append(("mental map: Samples (200)", delay, *cancel_after(lambda: mental.run("samples"), mental, delay)))
-        cancels.append(("anomaly: Compute (spatial2d)", delay, *cancel_after(anomaly.compute, anomaly, delay)))
-    final_status = {"mental map": mental.status.text(), "anomaly": anomaly.status.text()}
+    for name, prepare, start, dock in cancel_jobs:
+        prepare()
+        measure(app, pinger, start, lambda dock=dock: dock.busy)
+        duration = dock.runner.stats.seconds  # the job's time in its worker
+        for fraction in CANCEL_FRACTIONS:
+            delay = fraction * duration
+            cancels.append((name, delay, *cancel_after(start, dock, delay)))
+            print(f"{name} after {delay:.2f} s: dock free after {cancels[-1][2]:.2f} s, worker stopped after "
+                  f"{cancels[-1][3]:.2f} s ({cancels[-1][4]})", file=sys.stderr, flush=True)
+    final_status = {"mental map": mental.status.text(), "anomaly": anomaly.status.text(),
+                    "latent": explorer.status.text()}
 
     print(f"1 mm volumes: T1 {t1.data.shape}, FLAIR {flair.data.shape}; ping every {args.ping_ms} ms\n")
     print("| action | run | longest event-loop gap (ms) | wall (s) |")
     print("|---|---|---|---|")
     for name, run, gap, wall in rows:
         print(f"| {name} | {run} | {1000 * gap:.0f} | {wall:.2f} |")
-    print("\n| job cancelled | after (s) | while | stopped and idle after (s) |\n|---|---|---|---|")
-    for name, delay, took, stage in cancels:
-        print(f"| {name} | {delay:.2f} | {stage} | {took:.2f} |")
-    print(f"longest Cancel: {max(c[2] for c in cancels):.2f} s; final status: {final_status}")
+    print("\n| job cancelled | after (s) | while | dock free after (s) | worker stopped after (s) |")
+    print("|---|---|---|---|---|")
+    for name, delay, free, stopped, stage in cancels:
+        print(f"| {name} | {delay:.2f} | {stage} | {free:.2f} | {stopped:.2f} |")
+    measured = [c for c in cancels if c[2] == c[2]]  # not NaN
+    print(f"longest Cancel: dock free after {max(c[2] for c in measured):.2f} s, worker stopped after "
+          f"{max(c[3] for c in measured):.2f} s; final status: {final_status}")
     worst = max(rows, key=lambda r: r[2] if not r[0].startswith(("open dock", "napari floor")) else 0)
     print(f"longest gap over all actions: {1000 * worst[2]:.0f} ms ({worst[0]}, {worst[1]} run)")
     viewer.close()

@@ -136,3 +136,36 @@ def test_a_function_worker_stopped_before_it_starts_never_runs(qtbot) -> None:
     with qtbot.waitSignal(worker.finished, timeout=10_000):
         worker.start()
     assert calls == [] and returned == []
+
+
+def test_cancel_frees_the_dock_at_once_during_a_long_step(qtbot, mental_map_dock, errors, monkeypatch) -> None:
+    """Cancel does not wait for the running step (seconds on a loaded machine): the dock is free
+    at once, the worker stops at the job's next report, and nothing of it is ever shown."""
+    import threading
+
+    from napari_mentalmap.widgets import mental_map as mental_map_module
+
+    step_started, release = threading.Event(), threading.Event()
+
+    def long_step(*args, **kwargs):
+        yield 0, 2, "working"
+        step_started.set()
+        release.wait(20)  # a step that does not report progress
+        yield 1, 2, "still working"
+        raise AssertionError("the cancelled job should have stopped at its report")
+
+    dock = mental_map_dock
+    names = [layer.name for layer in dock.viewer.layers]
+    monkeypatch.setattr(mental_map_module, "mental_map_job", long_step)
+    worker = dock.run("mean")
+    qtbot.waitUntil(step_started.is_set, timeout=30_000)
+    clicked = time.perf_counter()
+    dock.cancel_button.click()
+    assert not dock.busy and time.perf_counter() - clicked < 0.5
+    assert "cancelled, no layers added" in dock.status.text() and dock.mean_button.isEnabled()
+    assert dock.runner.stopping == [worker] and worker.abort_requested
+    release.set()
+    qtbot.waitUntil(lambda: not dock.runner.stopping, timeout=30_000)
+    qtbot.wait(100)
+    assert [layer.name for layer in dock.viewer.layers] == names and not errors
+    assert dock.runner.stats.outcome == "cancelled"

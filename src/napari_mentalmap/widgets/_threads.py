@@ -24,14 +24,16 @@ So every worker of the plugin is made here (:func:`new_worker`):
 from __future__ import annotations
 
 import atexit
+import inspect
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from typing import Any
 
 from napari.qt.threading import FunctionWorker, GeneratorWorker, WorkerBase, create_worker
-from qtpy.QtCore import QThreadPool
+from qtpy.QtCore import Qt, QThreadPool
+from qtpy.QtWidgets import QMainWindow
 
 EXIT_WAIT_S = 120.0
 """How long Python's exit waits for running workers (a brain mask or a model import cannot
@@ -44,21 +46,18 @@ def is_deleted_error(error: BaseException) -> bool:
 
 
 def viewer_closed(widget: Any) -> bool:
-    """Whether ``widget`` (or the widget above it that holds the dock's ``viewer``) is gone or
-    its napari viewer was closed: a result arriving then must not touch either (napari
-    cannot add layers to a closed viewer, and an exception in a Qt slot aborts a script)."""
+    """Whether ``widget`` was deleted, or the napari window it is docked in was closed (shown,
+    then hidden: closing hides the main window, which Qt deletes a moment later). A result
+    arriving then must not touch either: napari cannot add layers to a closed viewer, and
+    an exception in a Qt slot aborts a script."""
     try:
-        while widget is not None:
-            viewer = getattr(widget, "viewer", None)
-            if viewer is not None:
-                window = getattr(viewer, "window", None)
-                return window is not None and not hasattr(window, "_qt_window")  # napari's close drops it
-            widget = widget.parent()
-    except RuntimeError as error:  # a deleted Qt object on the way up
+        window = widget.window()
+        return (isinstance(window, QMainWindow) and window.testAttribute(Qt.WidgetAttribute.WA_WState_ExplicitShowHide)
+                and window.testAttribute(Qt.WidgetAttribute.WA_WState_Hidden))
+    except RuntimeError as error:
         if is_deleted_error(error):
             return True
         raise
-    return False
 
 
 class _EndsQuietly:
@@ -89,8 +88,6 @@ class PluginFunctionWorker(_EndsQuietly, FunctionWorker):
 def new_worker(function: Callable[..., Any], *args: Any) -> GeneratorWorker | FunctionWorker:
     """An unstarted worker for ``function(*args)`` (a generator function gives a generator
     worker); errors go to its ``errored`` signal only."""
-    import inspect
-
     worker_class = PluginGeneratorWorker if inspect.isgeneratorfunction(function) else PluginFunctionWorker
     return create_worker(function, *args, _start_thread=False, _ignore_errors=True, _worker_class=worker_class)
 
@@ -107,6 +104,60 @@ def stop_all_workers(timeout_s: float = EXIT_WAIT_S) -> bool:
     print(f"napari-mentalmap: waiting for {pool.activeThreadCount()} background job(s) to stop …",
           file=sys.stderr, flush=True)
     return pool.waitForDone(max(0, int(1000 * (timeout_s - (time.perf_counter() - started)))))
+
+
+def runtime_errors_reported(job: Generator[Any, None, Any]) -> Generator[Any, None, Any]:
+    """Run ``job``; a RuntimeError it raises comes out as :class:`JobFailed`."""
+    try:
+        return (yield from job)
+    except RuntimeError as error:
+        raise JobFailed(str(error)) from error
+
+
+class JobFailed(Exception):
+    """A job's RuntimeError (torch raises them), re-raised as this: napari's generator worker
+    takes a RuntimeError for "the worker was deleted" and ends without ``errored`` or
+    ``finished``, which would leave the dock busy for good."""
+
+
+def start_thread(function: Callable[..., Any], *args: Any, on_returned: Callable[[Any], None],
+                 on_errored: Callable[[BaseException], None], owner: Any = None) -> GeneratorWorker | FunctionWorker:
+    """Run a plain function (no progress, no Cancel: e.g. a brain mask) in a worker thread.
+
+    A generator ``function`` (progress reports ignored) stops at its next report when the
+    worker is asked to quit. When ``owner`` (the dock) is destroyed first (the dock or the
+    viewer closed), the worker is asked to quit and the callbacks are not called; a callback
+    that meets a widget deleted without that signal reaching us (at teardown) stops
+    quietly: nothing touches a deleted widget.
+    """
+    alive = [True]
+    if inspect.isgeneratorfunction(function):
+        worker = new_worker(runtime_errors_reported, function(*args))
+    else:
+        worker = new_worker(function, *args)
+
+    def owner_gone(*_: object) -> None:
+        alive[0] = False
+        worker.quit()
+
+    if owner is not None:
+        owner.destroyed.connect(owner_gone)
+
+    def guarded(callback: Callable[[Any], None]) -> Callable[[Any], None]:
+        def call(value: Any) -> None:
+            if not alive[0] or (owner is not None and viewer_closed(owner)):
+                return
+            try:
+                callback(value)
+            except RuntimeError as error:
+                if not is_deleted_error(error):
+                    raise
+        return call
+
+    worker.returned.connect(guarded(on_returned))
+    worker.errored.connect(guarded(on_errored))
+    worker.start()
+    return worker
 
 
 atexit.register(stop_all_workers)

@@ -2,9 +2,10 @@
 
 A job is a plain generator yielding ``(done, total, message)`` and returning its result
 (e.g. :func:`napari_mentalmap.inference.mental_map.hallucinate`). :class:`JobRunner` wraps
-it in a napari ``GeneratorWorker``; Cancel calls ``worker.quit()``, which stops the job at
-its next yield (between batches) without emitting ``returned``, so a cancelled job never
-adds layers. The result is shown in the GUI thread in steps, one per event-loop turn
+it in a napari ``GeneratorWorker``. Cancel frees the dock at once: the runner lets go of
+the worker (nothing it delivers afterwards is shown) and ``worker.quit()`` stops the job at
+its next yield (between batches), unseen; so a cancelled job never adds layers, and a long
+step (seconds on a loaded machine) does not hold the dock. The result is shown in the GUI thread in steps, one per event-loop turn
 (adding a napari layer costs 0.1-0.3 s), so the viewer keeps repainting in between; the
 runner stays busy until the last step.
 
@@ -21,7 +22,6 @@ and ignores what they deliver afterwards.
 from __future__ import annotations
 
 import importlib
-import inspect
 import sys
 import time
 from collections.abc import Callable, Generator, Sequence
@@ -34,7 +34,14 @@ from qtpy.QtCore import QEvent, QObject, QTimer
 from qtpy.QtWidgets import QLabel, QProgressBar, QPushButton, QWidget
 
 from ..inference.jobs import Progress
-from ._threads import is_deleted_error, new_worker, viewer_closed
+from ._threads import (  # noqa: F401 (start_thread re-exported for the docks)
+    JobFailed,
+    is_deleted_error,
+    new_worker,
+    runtime_errors_reported,
+    start_thread,
+    viewer_closed,
+)
 
 
 @dataclass
@@ -60,62 +67,9 @@ def threaded_job(job: Generator[Progress, None, Any], stats: JobStats) -> Genera
         torch.set_num_threads(stats.torch_threads_main)
     stats.torch_threads_used = torch.get_num_threads()
     started = time.perf_counter()
-    result = yield from _runtime_errors_reported(job)
+    result = yield from runtime_errors_reported(job)
     stats.seconds = time.perf_counter() - started
     return result
-
-
-def _runtime_errors_reported(job: Generator[Progress, None, Any]) -> Generator[Progress, None, Any]:
-    try:
-        return (yield from job)
-    except RuntimeError as error:
-        raise JobFailed(str(error)) from error
-
-
-class JobFailed(Exception):
-    """A job's RuntimeError (torch raises them), re-raised as this: napari's generator worker
-    takes a RuntimeError for "the worker was deleted" and ends without ``errored`` or
-    ``finished``, which would leave the dock busy for good."""
-
-
-def start_thread(function: Callable[..., Any], *args: Any, on_returned: Callable[[Any], None],
-                 on_errored: Callable[[BaseException], None], owner: QWidget | None = None) -> GeneratorWorker:
-    """Run a plain function (no progress, no Cancel: e.g. a brain mask) in a worker thread.
-
-    A generator ``function`` (progress reports ignored) stops at its next report when the
-    worker is asked to quit. When ``owner`` (the dock) is destroyed first (the dock or the
-    viewer closed), the worker is asked to quit and the callbacks are not called; a callback
-    that meets a widget deleted without that signal reaching us (at teardown) stops
-    quietly: nothing touches a deleted widget.
-    """
-    alive = [True]
-    if inspect.isgeneratorfunction(function):
-        worker = new_worker(_runtime_errors_reported, function(*args))
-    else:
-        worker = new_worker(function, *args)
-
-    def owner_gone(*_: object) -> None:
-        alive[0] = False
-        worker.quit()
-
-    if owner is not None:
-        owner.destroyed.connect(owner_gone)
-
-    def guarded(callback: Callable[[Any], None]) -> Callable[[Any], None]:
-        def call(value: Any) -> None:
-            if not alive[0] or (owner is not None and viewer_closed(owner)):
-                return
-            try:
-                callback(value)
-            except RuntimeError as error:
-                if not is_deleted_error(error):
-                    raise
-        return call
-
-    worker.returned.connect(guarded(on_returned))
-    worker.errored.connect(guarded(on_errored))
-    worker.start()
-    return worker
 
 
 def gui_torch_threads() -> int | None:
@@ -189,6 +143,7 @@ class JobRunner:
         self.title = title
         self.owner = owner
         self.worker: GeneratorWorker | None = None
+        self.stopping: list[GeneratorWorker] = []  # cancelled, finishing their current step unseen
         self.stats: JobStats | None = None
         self._on_returned: Callable[[Any], list[Callable[[], str]]] | None = None
         self._steps: list[Callable[[], str]] = []
@@ -219,11 +174,11 @@ class JobRunner:
         self.stats = JobStats(name=name, torch_threads_main=gui_torch_threads())
         self._on_returned = on_returned
         worker = new_worker(threaded_job, job, self.stats)
-        worker.yielded.connect(self._on_progress)
-        worker.returned.connect(self._returned)
-        worker.errored.connect(self._errored)
-        worker.aborted.connect(self._aborted)
-        worker.finished.connect(self._finished)
+        for signal, callback in ((worker.yielded, self._on_progress), (worker.returned, self._returned),
+                                 (worker.errored, self._errored), (worker.aborted, self._aborted),
+                                 (worker.finished, self._finished)):
+            signal.connect(self._if_current(worker, callback))
+        worker.finished.connect(lambda: self.stopping.remove(worker) if worker in self.stopping else None)
         self.worker = worker
         for widget in self.busy_widgets:
             widget.setEnabled(False)
@@ -241,11 +196,23 @@ class JobRunner:
             self.worker.quit()
 
     def cancel(self) -> None:
-        """Ask the job to stop at its next batch."""
-        if self.worker is not None:
-            self.worker.quit()
-            self.cancel_button.setEnabled(False)
-            self.status.setText("cancelling at the next batch …")
+        """Stop the job: the dock is free at once and shows nothing of it; the worker stops at
+        the job's next progress report, unseen (in :attr:`stopping` until then)."""
+        worker = self.worker
+        if worker is None:
+            return
+        worker.quit()
+        self.stopping.append(worker)
+        self.worker = None
+        self._aborted()
+        self._cleanup()
+
+    def _if_current(self, worker: GeneratorWorker, callback: Callable[..., None]) -> Callable[..., None]:
+        """``callback``, called only while ``worker`` is this runner's job (not a cancelled one)."""
+        def call(*args: Any) -> None:
+            if worker is self.worker:
+                callback(*args)
+        return call
 
     def _on_progress(self, progress: Progress) -> None:
         if self.closed:

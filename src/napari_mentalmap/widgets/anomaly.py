@@ -121,7 +121,7 @@ class AnomalyWidget(QWidget):
         self.model_combo.currentIndexChanged.connect(self._method_changed)
         self.layer_combo.currentTextChanged.connect(self.modality.chosen)  # first: a refresh its slots cause keeps it
         self.layer_combo.currentTextChanged.connect(self._source_changed)
-        self.labeller = LatestOnly(propose, self._proposed)
+        self.labeller = LatestOnly(propose, self._proposed, owner=self)
         self.progress.destroyed.connect(self.labeller.shutdown)
         self.threshold_slider.valueChanged.connect(self.request_labels)
         self.min_size.valueChanged.connect(self.request_labels)

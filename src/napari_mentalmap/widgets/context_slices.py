@@ -13,7 +13,7 @@ through :meth:`ContextSlicesWidget.when_range_ready` instead of freezing the vie
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -66,8 +66,10 @@ def covered_range(mask: np.ndarray, spacing: tuple[float, float, float],
 
 
 def brain_range(volume: np.ndarray, spacing: tuple[float, float, float]
-                ) -> tuple[np.ndarray | None, tuple[int, int] | None]:
-    """Brain mask and the axial range the model covers (None, None when there is no brain)."""
+                ) -> Generator[tuple[int, int, str], None, tuple[np.ndarray | None, tuple[int, int] | None]]:
+    """Brain mask and the axial range the model covers (None, None when there is no brain), as
+    a job: a dock closed before it started (e.g. queued behind other workers) stops it."""
+    yield 0, 1, "finding the brain"
     try:
         mask = auto_brain_mask(volume, spacing)
         return mask, covered_range(mask, spacing)
