@@ -351,11 +351,12 @@ def gated_intensity(intensity: np.ndarray, residual: np.ndarray, scale: float = 
 
 def gated_intensity_map(volume: np.ndarray, spacing: tuple[float, float, float], model: AnomalyModel,
                         mask: np.ndarray | None = None, device: str | torch.device | None = None,
-                        erosion_mm: float = 3.0, scale: float = GATE_SCALE) -> Generator[Progress, None, AnomalyResult]:
+                        erosion_mm: float = 3.0, scale: float = GATE_SCALE,
+                        batch_size: int = 16) -> Generator[Progress, None, AnomalyResult]:
     """The default method (``GATED_METHOD``) as a job: the intensity method's map gated by the
     DAE ``model``'s residual (:func:`gated_intensity`), with the DAE's grid and reconstruction."""
     raw = yield from part_of(anomaly_map(volume, spacing, model, mask=mask, device=device, erosion_mm=erosion_mm,
-                                         median_size=0), 0, 8, 10)
+                                         median_size=0, batch_size=batch_size), 0, 8, 10)
     if model.grid.median_at == INTENSITY_MEDIAN_AT and raw.grid is not None:
         # the DAE's input is normalised as the intensity method's: reuse it
         unfiltered = raw.grid.normalised * brain_erosion(raw.brain_mask, spacing, erosion_mm)
