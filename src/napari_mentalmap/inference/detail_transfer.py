@@ -7,7 +7,8 @@ slice, ``r_k = A_k - B_k``, carried to the missing slices between two contexts w
 linear-interpolation weights and a decay with the distance from the context. The residual
 is split into in-plane frequency bands (differences of Gaussians) and each band has its own
 decay length: fine texture decorrelates within a few mm, a smooth intensity offset persists.
-The decay lengths are fitted by :func:`fit_decays` (least squares on training subjects).
+The decay lengths are fitted on validation subjects (SSIM of the refined mean) by
+:func:`napari_mentalmap.training.bruno_input_grid.fit_decays`.
 
 Outside the region the model covers (the brain, the model's slice range) there is nothing
 to refine: the acquired slices are linearly interpolated there (skull, scalp, the top and
