@@ -221,11 +221,21 @@ def child(options: argparse.Namespace) -> None:
     import torch
 
     torch.set_num_threads(options.threads)
+    if options.unguarded:  # as before issue 28: napari's plain workers, no wait at exit
+        import atexit
+
+        from napari.qt.threading import create_worker
+
+        from napari_mentalmap.widgets import _threads, _worker
+
+        atexit.unregister(_threads.stop_all_workers)
+        _threads.new_worker = _worker.new_worker = lambda function, *args: create_worker(
+            function, *args, _start_thread=False, _ignore_errors=True)
     for job, delay, how in json.loads(options.cycles):
         scene = Scene(job, options)
         scene.prepare()
-        started = time.perf_counter()
         scene.begin()
+        started = time.perf_counter()  # delays count from here too (opening an image takes a while)
         if how == "none":
             _pump(scene.app, 600.0, scene.finished)
             record = {"job": job, "duration": time.perf_counter() - started}
@@ -266,11 +276,14 @@ def main() -> None:
     parser.add_argument("--method", default="", help="anomaly method (default: the dock's default)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads in the GUI thread")
     parser.add_argument("--samples", type=int, default=4, help="samples per mental-map job")
+    parser.add_argument("--unguarded", action="store_true",
+                        help="without the plugin's worker guards (as before issue 28): shows what the bench catches")
     options = parser.parse_args()
     if options.child:
         child(options)
         return
-    extra = [f"--threads={options.threads}", f"--samples={options.samples}", "--show" if options.show else "--no-show"]
+    extra = [f"--threads={options.threads}", f"--samples={options.samples}", "--show" if options.show else "--no-show",
+             *(["--unguarded"] if options.unguarded else [])]
     for flag in ("bruno_weights", "vae_weights", "method"):
         if getattr(options, flag):
             extra.append(f"--{flag.replace('_', '-')}={getattr(options, flag)}")
@@ -279,11 +292,12 @@ def main() -> None:
     for job in options.jobs:
         code, out, err = run_child([[job, 0.0, "none"]], extra)
         duration = json.loads(out.strip().splitlines()[-1])["duration"] if code == 0 and out.strip() else 10.0
-        outcomes = []
+        outcomes, running = [], 0
         for run in range(options.runs):
             delay, how = round(rng.uniform(0.0, 1.1 * duration), 2), CLOSES[run % len(CLOSES)]
             code, out, err = run_child([[job, delay, how]], extra)
             outcomes.append(clean(code, err))
+            running += bool(out.strip()) and json.loads(out.strip().splitlines()[-1]).get("done") is False
             record = {"job": job, "delay": delay, "close": how, "code": code, "clean": outcomes[-1],
                       "child": out.strip().splitlines()[-1] if out.strip() else "",
                       "stderr_tail": err.strip().splitlines()[-3:] if not outcomes[-1] else []}
@@ -291,10 +305,11 @@ def main() -> None:
             if options.log:
                 with open(options.log, "a") as log:
                     log.write(json.dumps(record) + "\n")
-        rows.append((job, duration, len(outcomes), sum(outcomes)))
-    print("| job type | job duration (s) | runs | clean exits | aborts / errors |\n|---|---|---|---|---|")
-    for job, duration, runs, good in rows:
-        print(f"| {job} | {duration:.1f} | {runs} | {good} | {runs - good} |")
+        rows.append((job, duration, len(outcomes), running, sum(outcomes)))
+    print("| job type | job duration (s) | runs | closed while the job ran | clean exits | aborts / errors |")
+    print("|---|---|---|---|---|---|")
+    for job, duration, runs, running, good in rows:
+        print(f"| {job} | {duration:.1f} | {runs} | {running} | {good} | {runs - good} |")
 
 
 if __name__ == "__main__":
