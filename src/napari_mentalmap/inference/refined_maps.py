@@ -113,9 +113,10 @@ def refined_maps_job(result: GridResult, volume: np.ndarray, settings: InputGrid
     std = None
     if total is not None:
         spread = np.sqrt(np.maximum(squares / n_samples - np.square(total / n_samples), 0.0)).astype(np.float32)
+        yield (*progress, "calibrating the std")  # a Cancel point before each of the last two steps
         distance = neighbours(acquired.shape[0], contexts, float(spacing[0])).distance
         std = settings.std_calibration.apply(spread, mean, distance, spacing)
-        yield (*progress, "calibrating the std")
+        yield (*progress, "calibrated the std")
     modelled = weight >= 0.5
     modelled[contexts] = False
     exact = np.asarray(volume, np.float32)[contexts]
