@@ -128,6 +128,13 @@ class UserSegmenter:
         return f"trained on {scans} scan(s) {when}, augmentation {card.get('augmentation', '?')}"
 
 
+def user_segmenter_folder() -> Path:
+    """Where the dock saves the user's segmenters (the user's data folder, platformdirs)."""
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("napari-mentalmap")) / "segmenters"
+
+
 def save_segmenter(path: str | os.PathLike, model, card: dict) -> Path:
     """Write the segmenter and its card atomically as a safe checkpoint."""
     from ..checkpoints import save_record

@@ -24,6 +24,7 @@ from .segmenter_augment import (
     apply_classical,
     build_flow_bank,
     classical_transform,
+    missing_dependency,
     warp,
 )
 
@@ -162,6 +163,9 @@ def train_segmenter_job(scans: list[TrainingScan], config: SegmenterTrainConfig 
     for scan in scans:
         if not scan.lesions.any():
             raise SegmenterInputError(f"{scan.name or 'a scan'}: no voxel is labelled; paint the lesions first")
+    problem = missing_dependency(config.augmentation)
+    if problem is not None:
+        raise SegmenterInputError(problem)
     torch.manual_seed(config.seed)
     start = time.perf_counter()
     threshold = best_threshold(scans)

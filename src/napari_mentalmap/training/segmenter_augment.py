@@ -24,6 +24,16 @@ FLOW_STEP = 2
 """Registrations run on every second in-plane voxel (fields are smooth)."""
 
 
+def missing_dependency(augmentation: str) -> str | None:
+    """Why ``augmentation`` cannot run here (its library is not installed), or None."""
+    if augmentation == "classical":
+        try:
+            import monai.transforms  # noqa: F401
+        except ImportError:
+            return "the classical augmentation needs MONAI: pip install 'napari-mentalmap[train]'"
+    return None
+
+
 def classical_transform(seed: int):
     """The MONAI pipeline of the ``classical`` option (keys ``flair``, ``mask``, ``label``)."""
     from monai.transforms import (
