@@ -192,10 +192,10 @@ def train_segmenter_job(scans: list[TrainingScan], config: SegmenterTrainConfig 
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
-        if (step + 1) % 10 == 0 or step + 1 == config.steps:
-            elapsed = time.perf_counter() - loop_start
-            eta = elapsed / (step + 1) * (config.steps - step - 1)
-            yield step + 1, config.steps, f"training step {step + 1}/{config.steps}, loss {np.mean(losses[-10:]):.3f}, ETA {eta:.0f} s"
+        # a report (a Cancel point) after every step: one step is 0.1-0.5 s on 2 CPU cores
+        elapsed = time.perf_counter() - loop_start
+        eta = elapsed / (step + 1) * (config.steps - step - 1)
+        yield step + 1, config.steps, f"training step {step + 1}/{config.steps}, loss {np.mean(losses[-10:]):.3f}, ETA {eta:.0f} s"
     model.eval()
     card = {
         "n_scans": len(scans), "scans": [s.name for s in scans],
