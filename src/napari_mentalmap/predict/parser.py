@@ -31,9 +31,10 @@ def _add_common(parser: argparse.ArgumentParser, expects: str | None = None) -> 
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add ``predict`` with its ``anomaly``, ``bruno``, ``mask`` and ``latent`` subcommands."""
+    """Add ``predict`` with its ``anomaly``, ``bruno``, ``mask``, ``latent`` and ``segment`` subcommands."""
     from ..models.kinds import DAE_KINDS, KINDS
     from .commands import run_anomaly, run_bruno, run_latent, run_mask
+    from .segment import add_segment_parser
 
     predict = subparsers.add_parser("predict", help="run a model over files: anomaly maps or BRUNO mental maps")
     kinds = predict.add_subparsers(dest="predict_command", metavar="MODEL")
@@ -73,6 +74,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                                              "(<stem>_latent_reconstruction.nii.gz, model grid over the input)")
     _add_common(latent)
     latent.set_defaults(func=run_latent)
+
+    add_segment_parser(kinds, _add_common)
 
     predict.set_defaults(func=lambda args: (predict.print_help(), 1)[1])
     return predict
