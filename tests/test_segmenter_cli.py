@@ -173,10 +173,11 @@ def test_train_without_a_usable_pair_exits_2_and_writes_nothing(tmp_path: Path) 
 
 def test_train_refuses_to_overwrite_a_model(trained: dict) -> None:
     before = trained["model"].read_bytes()
-    code, _, err = run_cli(["train", "segmenter", "-i", str(trained["images"]), "-l", str(trained["labels"]),
-                            "-o", str(trained["model"]), *FAST])
+    code, out, err = run_cli(["train", "segmenter", "-i", str(trained["images"]), "-l", str(trained["labels"]),
+                              "-o", str(trained["model"]), *FAST])
     assert code == 2 and "already exists (pass --overwrite to replace it); nothing was written" in err
-    assert "pair:" not in err and trained["model"].read_bytes() == before
+    assert out == "" and "SKIPPED" not in err  # refused before any file was paired or read
+    assert trained["model"].read_bytes() == before
 
 
 def test_the_sample_t1_given_as_flair_is_refused(tmp_path: Path) -> None:
@@ -289,11 +290,14 @@ def test_predict_warns_on_a_t1_and_strict_refuses(trained: dict, tmp_path: Path)
     assert not any((tmp_path / "strict").iterdir())
 
 
-def test_predict_segment_arguments(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_segment_command_arguments(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from napari_mentalmap.inference.segment import DEFAULT_CUTOFF
     from napari_mentalmap.predict import segment
+    from napari_mentalmap.training.segmenter import DEFAULT_AUGMENTATION
 
     assert segment.DEFAULT_CUTOFF == DEFAULT_CUTOFF
+    args = cli.build_parser("train").parse_args(["train", "segmenter", "-i", "a", "-l", "b", "-o", "m.pt"])
+    assert (args.augmentation, args.steps) == (DEFAULT_AUGMENTATION, 300)  # the dock's defaults
     for extra in ([], ["--weights", "m.pt", "--cutoff", "1.5"]):
         with pytest.raises(SystemExit) as exit_:
             cli.main(["predict", "segment", "-i", "x", "-o", str(tmp_path / "o"), *extra])
