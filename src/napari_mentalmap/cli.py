@@ -25,7 +25,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
 )
 LAZY_SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "napari_mentalmap.predict": ("predict", "run a model over files: anomaly maps or BRUNO mental maps"),
-    "napari_mentalmap.training.commands": ("train", "train a model on the shared data"),
+    "napari_mentalmap.training.commands": ("train", "train a model (the shared data, or your own labelled scans: segmenter)"),
     "napari_mentalmap.evaluation.commands": ("eval", "evaluate models on the held-out data"),
 }
 """Command name and help of each module in :data:`SUBCOMMAND_MODULES`, so that ``main`` imports
