@@ -43,6 +43,8 @@ JOBS = {  # job -> dock it runs in
     "latent: Encode": "latent",
     "latent: Sample volume": "latent",
     "latent: slider decoding": "latent",
+    "segmenter: Train": "segmenter",
+    "segmenter: Predict": "segmenter",
 }
 SLIDER_JOBS = ("anomaly: live relabelling", "latent: slider decoding")
 BAD = ("Fatal Python error", "has been deleted")
@@ -66,13 +68,13 @@ class Scene:
     def __init__(self, job: str, options: argparse.Namespace) -> None:
         import napari
 
-        from napari_mentalmap._sample_data import SAMPLE_FLAIR, SAMPLE_T1
+        from napari_mentalmap._sample_data import SAMPLE_FLAIR, SAMPLE_LESIONS, SAMPLE_T1
 
         self.app = napari.qt.get_qapp()
         self.job, self.options = job, options
         self.viewer = napari.Viewer(show=options.show)
         self.viewer.window.resize(1920, 1080)
-        self.paths = {"T1": str(SAMPLE_T1), "FLAIR": str(SAMPLE_FLAIR)}
+        self.paths = {"T1": str(SAMPLE_T1), "FLAIR": str(SAMPLE_FLAIR), "lesions": str(SAMPLE_LESIONS)}
         self.docks = {}
         self.timer = self.poll = None  # the scene's own timers (slider moves, next step)
         kind = JOBS[job]
@@ -81,6 +83,19 @@ class Scene:
 
             self.open("T1")
             self._add("latent", LatentExplorerWidget(self.viewer, weights=options.vae_weights))
+            return
+        if kind == "segmenter":  # the FLAIR and its lesions: one training pair
+            import tempfile
+
+            from napari_mentalmap.widgets.segmenter import SegmenterWidget
+
+            self.open("FLAIR")
+            self.open("lesions")
+            segmenter = self._add("segmenter", SegmenterWidget(self.viewer))
+            self.models = tempfile.TemporaryDirectory(prefix="close-bench-")  # removed at exit
+            segmenter.models_folder = Path(self.models.name)
+            segmenter.steps.setValue(options.segmenter_steps)
+            segmenter.device_combo.setCurrentText("cpu")
             return
         if kind in ("mental", "both"):
             from napari_mentalmap.widgets.mental_map import MentalMapWidget
@@ -123,6 +138,11 @@ class Scene:
         if self.job == "anomaly: live relabelling":
             self.widget("anomaly").compute()
             _pump(self.app, timeout, lambda: not self.busy)
+        if self.job == "segmenter: Predict":  # an untrained model: what it predicts does not matter here
+            from napari_mentalmap.inference.segment import UserSegmenter
+            from napari_mentalmap.models.segmenter import LesionSegmenter, SegmenterConfig
+
+            self.widget("segmenter").use_model(UserSegmenter(LesionSegmenter(SegmenterConfig()).eval(), {}))
         if self.job == "latent: slider decoding":
             self.viewer.layers.selection.active = self.viewer.layers["T1"]
             self.widget("latent").encode_current_slice()
@@ -166,6 +186,10 @@ class Scene:
             self.widget("latent").encode_current_slice()
         elif job == "latent: Sample volume":
             self.widget("latent").sample_volume()
+        elif job == "segmenter: Train":
+            self.widget("segmenter").train()
+        elif job == "segmenter: Predict":
+            self.widget("segmenter").predict()
 
     def _then(self, condition, action) -> None:
         from qtpy.QtCore import QTimer
@@ -276,13 +300,14 @@ def main() -> None:
     parser.add_argument("--method", default="", help="anomaly method (default: the dock's default)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads in the GUI thread")
     parser.add_argument("--samples", type=int, default=4, help="samples per mental-map job")
+    parser.add_argument("--segmenter-steps", type=int, default=30, help="training steps of the segmenter job")
     parser.add_argument("--unguarded", action="store_true",
                         help="without the plugin's worker guards (as before issue 28): shows what the bench catches")
     options = parser.parse_args()
     if options.child:
         child(options)
         return
-    extra = [f"--threads={options.threads}", f"--samples={options.samples}", "--show" if options.show else "--no-show",
+    extra = [f"--threads={options.threads}", f"--samples={options.samples}", f"--segmenter-steps={options.segmenter_steps}", "--show" if options.show else "--no-show",
              *(["--unguarded"] if options.unguarded else [])]
     for flag in ("bruno_weights", "vae_weights", "method"):
         if getattr(options, flag):

@@ -31,6 +31,8 @@ GROUPS = {
     "latent explorer": [["latent: model loading", 0.0, "viewer"], ["latent: Encode", 0.0, "dock"],
                         ["latent: slider decoding", 0.1, "viewer"], ["latent: Sample volume", 0.0, "exit"]],
     "two docks": [["mental map: Mean on two images + anomaly map", 0.0, "exit"]],
+    "segmenter": [["segmenter: Train", 0.0, "dock"], ["segmenter: Predict", 0.1, "viewer"],
+                  ["segmenter: Train", 0.5, "exit"]],
 }
 
 # a worker still running when Python exits: PyQt destroys its signals object at exit, the

@@ -12,6 +12,7 @@ from qtpy.QtWidgets import (
     QAbstractSpinBox,
     QApplication,
     QComboBox,
+    QDockWidget,
     QLineEdit,
     QScrollArea,
     QSlider,
@@ -63,6 +64,7 @@ def test_three_docks_fit_and_every_control_can_be_reached(make_napari_viewer, qt
     from napari_mentalmap.widgets.anomaly import AnomalyWidget
     from napari_mentalmap.widgets.latent_explorer import LatentExplorerWidget
     from napari_mentalmap.widgets.mental_map import MentalMapWidget
+    from napari_mentalmap.widgets.segmenter import SegmenterWidget
 
     width, height = screen
     viewer = make_napari_viewer(show=True)
@@ -72,7 +74,7 @@ def test_three_docks_fit_and_every_control_can_be_reached(make_napari_viewer, qt
     docks = {}
     explorer = LatentExplorerWidget(viewer, weights=write_tiny_weights(tmp_path / "tiny.pt"))
     for name, widget in (("Mental maps", MentalMapWidget(viewer)), ("Anomaly maps", AnomalyWidget(viewer)),
-                         ("Latent explorer", explorer)):
+                         ("Latent explorer", explorer), ("Lesion segmenter", SegmenterWidget(viewer))):
         docks[name] = widget
         viewer.window.add_dock_widget(widget, name=name, area="right")  # as napari adds a plugin dock
     qtbot.waitUntil(lambda: not explorer.loading, timeout=TIMEOUT_MS)  # it then docks its embedding plot
@@ -81,6 +83,12 @@ def test_three_docks_fit_and_every_control_can_be_reached(make_napari_viewer, qt
     assert window.width() <= width and window.height() <= height  # the minimum heights fit the screen
 
     for name, widget in docks.items():
+        dock = widget.parentWidget()
+        while not isinstance(dock, QDockWidget):
+            dock = dock.parentWidget()
+        dock.raise_()  # a fourth dock opens as a tab: its tab is chosen
+        qtbot.wait(50)
+        assert dock.isVisible() and not dock.isFloating(), name
         area = widget.findChild(DockScroll)
         content = area.widget()
         viewport = area.viewport().height()

@@ -46,11 +46,12 @@ def propose(request: tuple[SourceResult, float, int]) -> tuple[SourceResult, flo
     return (*request, 1000 * (time.perf_counter() - started))
 
 
-def adopt_result(viewer: Any, source: Any) -> SourceResult | None:
+def adopt_result(viewer: Any, source: Any, kind: str = "anomaly") -> SourceResult | None:
     """``source``'s result made by an earlier dock in ``viewer`` (None when there is none, or
-    when its layers no longer fit together: then the next computation adds new ones)."""
-    image_layer = find_result(viewer, source.name, "anomaly")
-    labels_layer = find_result(viewer, source.name, "anomaly labels")
+    when its layers no longer fit together: then the next computation adds new ones). The
+    layers are tagged ``kind`` (the map) and ``"<kind> labels"``."""
+    image_layer = find_result(viewer, source.name, kind)
+    labels_layer = find_result(viewer, source.name, f"{kind} labels")
     if image_layer is None or labels_layer is None:
         return None
     tag = image_layer.metadata.get(RESULT_KEY) or {}
