@@ -20,6 +20,7 @@ import numpy as np
 from ..inference.segment import SegmenterInputError, SegmenterInputs
 from .segmenter_augment import (
     AUGMENTATIONS,
+    DEFAULT_AUGMENTATION,
     FlowBank,
     apply_classical,
     build_flow_bank,
@@ -30,8 +31,6 @@ from .segmenter_augment import (
 
 Progress = tuple[int, int, str]
 THRESHOLD_GRID = np.round(np.arange(0.40, 1.60001, 0.01), 2)
-DEFAULT_AUGMENTATION = "classical"
-"""The dock's and the CLI's default, chosen on the validation folds (docs/segmenter.md)."""
 
 
 @dataclass(frozen=True)

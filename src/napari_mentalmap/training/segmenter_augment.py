@@ -18,6 +18,9 @@ import numpy as np
 from scipy import ndimage
 
 AUGMENTATIONS: tuple[str, ...] = ("none", "classical", "learned", "c4")
+DEFAULT_AUGMENTATION = "learned"
+"""The dock's and the CLI's default: the best mean Dice over the validation folds (NiChart
+Subj18-20 vs ``wml_auto``, n = 1 and 2; ``results/segmenter/validation_choice.json``)."""
 FLOW_POSITIONS = 12
 """Axial positions per scan at which the learned deformations are registered."""
 FLOW_STEP = 2

@@ -195,7 +195,7 @@ def _train_and_save(args: argparse.Namespace, scans: list, used: list[tuple[Path
 
 def add_segmenter_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add ``segmenter`` to the ``train`` subcommand group."""
-    from .segmenter_augment import AUGMENTATIONS
+    from .segmenter_augment import AUGMENTATIONS, DEFAULT_AUGMENTATION
 
     parser = subparsers.add_parser(
         "segmenter", help="lesion segmenter from your labelled FLAIR files (for predict segment)",
@@ -207,8 +207,9 @@ def add_segmenter_parser(subparsers: argparse._SubParsersAction) -> argparse.Arg
     parser.add_argument("-l", "--labels", nargs="+", required=True, metavar="LABELS",
                         help="lesion label files, folders or quoted globs (non-zero = lesion)")
     parser.add_argument("-o", "--output", required=True, metavar="MODEL.pt", help="the segmenter file to write")
-    parser.add_argument("--augmentation", choices=AUGMENTATIONS, default="classical",
-                        help="none, classical (MONAI), learned deformations, or c4 (rotation-equivariant model)")
+    parser.add_argument("--augmentation", choices=AUGMENTATIONS, default=DEFAULT_AUGMENTATION,
+                        help="none, classical (MONAI), learned deformations (default, chosen on validation), "
+                             "or c4 (rotation-equivariant model)")
     parser.add_argument("--steps", type=positive_int, default=300, help="training steps (default 300)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=positive_int, default=None, metavar="T", help="torch CPU threads")
