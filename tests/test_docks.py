@@ -1,4 +1,4 @@
-"""The three docks in one window: every control reachable at 1920x1080 and 1366x768, a
+"""The plugin docks in one window: every control reachable at 1920x1080 and 1366x768, a
 reopened dock re-links to its layers, per-image context picks, subject-bearing layer names."""
 
 from __future__ import annotations

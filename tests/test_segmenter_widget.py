@@ -239,12 +239,15 @@ def test_add_pair_from_files(dock, pieces, tmp_path, errors) -> None:
 
 def test_augmentations_that_cannot_run_are_offered_off(make_napari_viewer, qtbot, monkeypatch) -> None:
     from napari_mentalmap.training import segmenter_augment
-    from napari_mentalmap.widgets.segmenter import SegmenterWidget
+    from napari_mentalmap.training.segmenter import DEFAULT_AUGMENTATION
+    from napari_mentalmap.widgets.segmenter import AUGMENTATION_TEXT, SegmenterWidget
 
-    monkeypatch.setattr(segmenter_augment, "missing_dependency",
-                        lambda aug: "needs MONAI (simulated)" if aug == "classical" else None)
+    monkeypatch.setattr(segmenter_augment, "missing_dependency",  # the default's library is missing
+                        lambda aug: "needs a library (simulated)" if aug == DEFAULT_AUGMENTATION else None)
     widget = SegmenterWidget(make_napari_viewer())
+    assert widget.augmentation_combo.currentData() == DEFAULT_AUGMENTATION
     qtbot.waitUntil(lambda: bool(widget.unavailable), timeout=TIMEOUT_MS)
     combo = widget.augmentation_combo
-    assert combo.currentData() == "none" and not combo.model().item(combo.findData("classical")).isEnabled()
-    assert widget.augmentation_note.text() == "classical (MONAI) is off: needs MONAI (simulated)"
+    assert combo.currentData() == "none" and not combo.model().item(combo.findData(DEFAULT_AUGMENTATION)).isEnabled()
+    assert all(combo.model().item(i).isEnabled() for i in range(combo.count()) if combo.itemData(i) != DEFAULT_AUGMENTATION)
+    assert widget.augmentation_note.text() == f"{AUGMENTATION_TEXT[DEFAULT_AUGMENTATION]} is off: needs a library (simulated)"

@@ -86,6 +86,8 @@ class SegmenterWidget(QWidget):
         self.pair_list.setMinimumHeight(2 * rows + 4)
         self.pair_list.setMaximumHeight(5 * rows + 4)
         self.pair_list.setToolTip("Labels layers and the image each was painted over; train on the checked ones")
+        self.pair_list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.pair_list.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.add_pair_button = QPushButton("Add pair from files…")
         self.augmentation_combo = QComboBox()
         for aug in AUGMENTATIONS:
@@ -200,7 +202,7 @@ class SegmenterWidget(QWidget):
             item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
             checked = self._checked.setdefault(pair.key, not is_result(pair.labels))
             item.setCheckState(Qt.CheckState.Checked if checked else Qt.CheckState.Unchecked)
-            item.setToolTip(f"paired by {pair.how}" + (" (made by a dock: check it once you have corrected it)"
+            item.setToolTip(f"{pair.text()}: paired by {pair.how}" + (" (made by a dock: check it once you have corrected it)"
                                                       if is_result(pair.labels) else ""))
             self.pair_list.addItem(item)
         self.pair_list.blockSignals(False)
