@@ -37,6 +37,12 @@ def main() -> None:
     parser.add_argument("--cache", default=None)
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--validation-only", action="store_true")
+    parser.add_argument("--sets", nargs="*", default=None,
+                        help="test sets to run (substrings of their names; default all), e.g. to split the "
+                             "work over two processes with their own --csv")
+    parser.add_argument("--csv", default="learning_curves.csv", help="file name of the rows under --out")
+    parser.add_argument("--no-cross", action="store_true", help="leave out the cross-set rows")
+    parser.add_argument("--cross-only", action="store_true", help="only the cross-set rows")
     args = parser.parse_args()
     out = Path(args.out)
     validation = run_curves(out / "validation_folds.csv", sets=VALIDATION_SET, default="", cross=False,
@@ -45,7 +51,10 @@ def main() -> None:
     (out / "validation_choice.json").write_text(json.dumps({"default": default, "table": table}, indent=1))
     print("default augmentation (validation):", default, json.dumps(table, indent=1))
     if not args.validation_only:
-        run_curves(out / "learning_curves.csv", sets=SETS, default=default, steps=args.steps, cache=args.cache)
+        sets = {name: subjects for name, subjects in SETS.items()
+                if args.sets is None or any(part in name for part in args.sets)}
+        run_curves(out / args.csv, sets=sets, default=default, steps=args.steps, cache=args.cache,
+                   cross=not args.no_cross, cross_only=args.cross_only)
 
 
 if __name__ == "__main__":

@@ -207,16 +207,18 @@ def _append(path: Path, rows: list[dict]) -> None:
 def run_curves(out_csv: str | Path, sets: dict[str, list[str]] | None = None,
                augmentations: tuple[str, ...] = AUGMENTATIONS, default: str = "classical",
                cross: bool = True, steps: int | None = None, cache: str | Path | None = None,
+               cross_only: bool = False,
                log: Callable[[str], None] = print) -> Path:
     """Every fold of every set (and the cross-set rows): baselines, then each augmentation.
-    Appends to ``out_csv``; folds already there are skipped (resume)."""
+    Appends to ``out_csv``; folds already there are skipped (resume). ``cross_only``: only the
+    cross-set rows (a second process can run them beside the per-set folds)."""
     out = Path(out_csv)
     out.parent.mkdir(parents=True, exist_ok=True)
     sets = SETS if sets is None else sets
     store = ScanStore(Path(cache) if cache else None)
     done = _done_keys(out)
     jobs = []
-    for test_set, subjects in sets.items():
+    for test_set, subjects in ({} if cross_only else sets).items():
         for n in TRAIN_COUNTS[test_set]:
             for fold, train in enumerate(folds(subjects, n, FOLDS[test_set][n])):
                 jobs.append((test_set, n, fold, train, [s for s in subjects if s not in train]))
@@ -225,7 +227,7 @@ def run_curves(out_csv: str | Path, sets: dict[str, list[str]] | None = None,
             if source in sets and target in sets:
                 for fold, train in enumerate(folds(sets[source], n, CROSS_FOLDS)):
                     jobs.append((name, n, fold, train, list(sets[target])))
-    for test_set, subjects in sets.items():
+    for test_set, subjects in ({} if cross_only else sets).items():
         if (test_set, LABEL_FREE_METHOD, "-", 0, 0) not in done and "validation" not in test_set:
             _append(out, label_free_rows(store, test_set, subjects, "tumour" if "tumour" in test_set else "lesions"))
     for test_set, n, fold, train, test in jobs:
