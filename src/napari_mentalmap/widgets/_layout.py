@@ -179,9 +179,9 @@ def make_room(dock: QDockWidget, window: QMainWindow) -> int:
         ours = [group for group in groups if any(member.findChild(DockScroll) for member in group)]
         if not vertical or (need <= room and len(ours) <= MAX_STACKED) or len(ours) < 2:
             break
-        fresh = [group for group in ours if any(not member.findChild(DockScroll).placed for member in group
-                                                 if member.findChild(DockScroll))]
-        moving = (fresh or ours)[-1]
+        fresh = [group for group in ours if any(not scroll.placed for member in group
+                                                 if (scroll := member.findChild(DockScroll)) is not None)]
+        moving = (fresh or ours)[-1]  # the docks just opened move first
         target = next(group for group in reversed(ours) if group is not moving)
         for member in moving:
             window.tabifyDockWidget(target[0], member)
@@ -211,11 +211,13 @@ def fit_docks(widget: QObject) -> list[int]:
     proportion to what each would like (its size hint; Qt keeps every minimum), after
     tabifying plugin docks that do not fit (:func:`make_room`).
 
-    Tabified docks count once (as the tallest of them and the tab bar). Returns the sizes asked for (empty when ``widget`` is not in a
-    docked, visible dock).
+    Tabified docks count once (as the tallest of them and the tab bar). Returns the sizes asked
+    for (empty when ``widget`` is not in a docked, visible dock).
     """
     try:
         dock, window = _dock_of(widget)
+        if dock is not None and dock.isFloating() and (scroll := dock.findChild(DockScroll)) is not None:
+            scroll.place()  # a floating dock is never tabified: its minimum applies at once
         if dock is None or window is None or dock.isFloating() or not dock.isVisible():
             return []
     except RuntimeError:  # deleted before the timer fired
