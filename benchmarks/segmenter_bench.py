@@ -27,7 +27,10 @@ def main() -> None:
     from napari_mentalmap.evaluation.segmenter_curves import ScanStore, dice_at
     from napari_mentalmap.inference.jobs import run_to_completion
     from napari_mentalmap.inference.segment import UserSegmenter, segment_job
-    from napari_mentalmap.training.segmenter import SegmenterTrainConfig, train_segmenter_job
+    from napari_mentalmap.inference.segmenter_training import (
+        SegmenterTrainConfig,
+        train_segmenter_job,
+    )
 
     store = ScanStore()
     started = time.perf_counter()

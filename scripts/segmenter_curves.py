@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_mentalmap.evaluation.segmenter_curves import SETS, VALIDATION_SET, run_curves
-from napari_mentalmap.training.segmenter_augment import AUGMENTATIONS
+from napari_mentalmap.inference.segmenter_augment import AUGMENTATIONS
 
 
 def choose_default(validation_csv: Path) -> tuple[str, dict]:

@@ -110,7 +110,7 @@ def overlay_figure(test_set: str, path: Path) -> None:
     from napari_mentalmap.evaluation.segmenter_curves import FOLDS, SETS, ScanStore, folds
     from napari_mentalmap.inference.jobs import run_to_completion
     from napari_mentalmap.inference.segment import probability_job
-    from napari_mentalmap.training.segmenter import (
+    from napari_mentalmap.inference.segmenter_training import (
         DEFAULT_AUGMENTATION,
         SegmenterTrainConfig,
         train_segmenter_job,

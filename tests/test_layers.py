@@ -24,11 +24,6 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "io": ("training", "evaluation", "inference", "widgets", "models", "data"),
     "metrics": ("training", "evaluation", "inference", "widgets", "models", "data", "io"),
 }
-ALLOWED: dict[str, tuple[str, ...]] = {
-    # the user's lesion segmenter trains interactively in its dock's worker (no Fabric, no
-    # files but the model: training/segmenter.py), so the dock's job imports these two
-    "widgets": ("napari_mentalmap.training.segmenter", "napari_mentalmap.training.segmenter_augment"),
-}
 GUI_MODULES = ("napari", "qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "superqt", "magicgui")
 
 
@@ -62,8 +57,7 @@ def test_layer_rules(path: Path) -> None:
     broken = []
     for name, line in _imports(path):
         parts = name.split(".")
-        allowed = any(name == module or name.startswith(module + ".") for module in ALLOWED.get(room, ()))
-        if parts[0] == "napari_mentalmap" and len(parts) > 1 and parts[1] in FORBIDDEN.get(room, ()) and not allowed:
+        if parts[0] == "napari_mentalmap" and len(parts) > 1 and parts[1] in FORBIDDEN.get(room, ()):
             broken.append(f"line {line}: {room} imports {name}")
         if room not in ("widgets", "cli", "_sample_data", "_reader", "_writer") and parts[0] in GUI_MODULES:
             broken.append(f"line {line}: {room} imports {name} (GUI only in widgets)")

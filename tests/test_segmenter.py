@@ -20,16 +20,16 @@ from napari_mentalmap.inference.segment import (
     save_segmenter,
     segment_job,
 )
-from napari_mentalmap.io.nifti import read_volume
-from napari_mentalmap.models.segmenter import LesionSegmenter, SegmenterConfig, parameter_count
-from napari_mentalmap.training.segmenter import (
+from napari_mentalmap.inference.segmenter_augment import _register, missing_dependency, warp
+from napari_mentalmap.inference.segmenter_training import (
     SegmenterTrainConfig,
     TrainingScan,
     best_threshold,
     threshold_dice,
     train_segmenter_job,
 )
-from napari_mentalmap.training.segmenter_augment import _register, missing_dependency, warp
+from napari_mentalmap.io.nifti import read_volume
+from napari_mentalmap.models.segmenter import LesionSegmenter, SegmenterConfig, parameter_count
 
 SAMPLE = Path(__file__).resolve().parents[1] / "src" / "napari_mentalmap" / "sample_data"
 

@@ -292,8 +292,8 @@ def test_predict_warns_on_a_t1_and_strict_refuses(trained: dict, tmp_path: Path)
 
 def test_segment_command_arguments(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from napari_mentalmap.inference.segment import DEFAULT_CUTOFF
+    from napari_mentalmap.inference.segmenter_training import DEFAULT_AUGMENTATION
     from napari_mentalmap.predict import segment
-    from napari_mentalmap.training.segmenter import DEFAULT_AUGMENTATION
 
     assert segment.DEFAULT_CUTOFF == DEFAULT_CUTOFF
     args = cli.build_parser("train").parse_args(["train", "segmenter", "-i", "a", "-l", "b", "-o", "m.pt"])

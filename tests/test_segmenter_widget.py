@@ -238,8 +238,8 @@ def test_add_pair_from_files(dock, pieces, tmp_path, errors) -> None:
 
 
 def test_augmentations_that_cannot_run_are_offered_off(make_napari_viewer, qtbot, monkeypatch) -> None:
-    from napari_mentalmap.training import segmenter_augment
-    from napari_mentalmap.training.segmenter import DEFAULT_AUGMENTATION
+    from napari_mentalmap.inference import segmenter_augment
+    from napari_mentalmap.inference.segmenter_training import DEFAULT_AUGMENTATION
     from napari_mentalmap.widgets.segmenter import AUGMENTATION_TEXT, SegmenterWidget
 
     monkeypatch.setattr(segmenter_augment, "missing_dependency",  # the default's library is missing

@@ -25,9 +25,9 @@ from ..data.splits import SPLITS
 from ..inference.anomaly_methods import GATED_METHOD, scan_auto_threshold
 from ..inference.labels import DEFAULT_MIN_SIZE, remove_small
 from ..inference.segment import SegmenterInputs, prepare_inputs, probability_job
+from ..inference.segmenter_augment import AUGMENTATIONS
+from ..inference.segmenter_training import SegmenterTrainConfig, TrainingScan, train_segmenter_job
 from ..metrics import average_precision, dice
-from ..training.segmenter import SegmenterTrainConfig, TrainingScan, train_segmenter_job
-from ..training.segmenter_augment import AUGMENTATIONS
 from .uad import TestVolume, load_test_volume
 
 COLUMNS = ("test set", "method", "augmentation", "n_train", "fold", "dice", "AUPRC", "scan", "threshold",

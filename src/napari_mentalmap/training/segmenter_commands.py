@@ -101,8 +101,8 @@ def load_pair(image_path: Path, labels_path: Path, check_contrast: bool = True, 
     from ..inference.brain import brain_mask_job
     from ..inference.jobs import run_to_completion
     from ..inference.segment import SegmenterInputError, check_flair, check_labels, prepare_inputs
+    from ..inference.segmenter_training import TrainingScan
     from ..io.nifti import read_volume
-    from .segmenter import TrainingScan
 
     image = read_volume(image_path)
     if image.is_labels:
@@ -130,7 +130,7 @@ def run_train_segmenter(args: argparse.Namespace) -> int:
     """Pair, check and prepare the files, train, write ``-o`` with its card; the exit code."""
     from tqdm.auto import tqdm
 
-    from .segmenter_augment import missing_dependency
+    from ..inference.segmenter_augment import missing_dependency
 
     output = Path(args.output)
     if output.is_dir():
@@ -173,7 +173,7 @@ def _train_and_save(args: argparse.Namespace, scans: list, used: list[tuple[Path
 
     from ..inference.jobs import run_to_completion
     from ..inference.segment import save_segmenter
-    from .segmenter import SegmenterTrainConfig, train_segmenter_job
+    from ..inference.segmenter_training import SegmenterTrainConfig, train_segmenter_job
 
     config = SegmenterTrainConfig(steps=args.steps, seed=args.seed, augmentation=args.augmentation)
     with tqdm(total=config.steps, desc=f"training ({len(scans)} scan(s), {config.augmentation})",
@@ -195,7 +195,7 @@ def _train_and_save(args: argparse.Namespace, scans: list, used: list[tuple[Path
 
 def add_segmenter_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add ``segmenter`` to the ``train`` subcommand group."""
-    from .segmenter_augment import AUGMENTATIONS, DEFAULT_AUGMENTATION
+    from ..inference.segmenter_augment import AUGMENTATIONS, DEFAULT_AUGMENTATION
 
     parser = subparsers.add_parser(
         "segmenter", help="lesion segmenter from your labelled FLAIR files (for predict segment)",

@@ -21,7 +21,7 @@ from ..inference.segment import SegmenterInputError, SegmentResult, UserSegmente
 from ._segmenter_pairs import PairData
 
 MODULES = ("napari_mentalmap.inference.segment", "napari_mentalmap.models.segmenter",
-           "napari_mentalmap.training.segmenter", "pandas")
+           "napari_mentalmap.inference.segmenter_training", "pandas")
 """Imported in a worker thread when the dock opens (torch; pandas, which napari imports when
 the first Labels layer is made)."""
 
@@ -39,12 +39,12 @@ def model_path(folder: Path, now: datetime.datetime | None = None) -> Path:
 
 def training_job(pairs: list[PairData], config, folder: Path) -> Generator[Progress, None, UserSegmenter]:
     """Check and prepare every pair, train the segmenter (``config``: a
-    :class:`~napari_mentalmap.training.segmenter.SegmenterTrainConfig`) and save it in
+    :class:`~napari_mentalmap.inference.segmenter_training.SegmenterTrainConfig`) and save it in
     ``folder`` with its card; returns the loaded segmenter (with its file)."""
     from ..inference.brain import brain_mask_job
     from ..inference.segment import check_flair, prepare_inputs, save_segmenter
-    from ..training.segmenter import TrainingScan, train_segmenter_job
-    from ..training.segmenter_augment import missing_dependency
+    from ..inference.segmenter_augment import missing_dependency
+    from ..inference.segmenter_training import TrainingScan, train_segmenter_job
 
     problem = missing_dependency(config.augmentation)
     if problem is not None:

@@ -56,7 +56,7 @@ def _warm(modules: tuple[str, ...]) -> tuple[list[str], dict[str, str]]:
     import importlib
 
     from ..device import available_devices
-    from ..training.segmenter_augment import AUGMENTATIONS, missing_dependency
+    from ..inference.segmenter_augment import AUGMENTATIONS, missing_dependency
 
     for name in modules:
         importlib.import_module(name)
@@ -68,8 +68,8 @@ class SegmenterWidget(QWidget):
     """Train a lesion segmenter on labelled pairs, load one, predict editable labels."""
 
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
-        from ..training.segmenter import DEFAULT_AUGMENTATION, SegmenterTrainConfig
-        from ..training.segmenter_augment import AUGMENTATIONS
+        from ..inference.segmenter_augment import AUGMENTATIONS
+        from ..inference.segmenter_training import DEFAULT_AUGMENTATION, SegmenterTrainConfig
 
         super().__init__(parent)
         self.viewer = napari_viewer
@@ -261,7 +261,7 @@ class SegmenterWidget(QWidget):
     # --- model ------------------------------------------------------------------------
     def train(self):
         """Train on the checked pairs in a worker (returns it; None when refused)."""
-        from ..training.segmenter import SegmenterTrainConfig
+        from ..inference.segmenter_training import SegmenterTrainConfig
 
         if self.busy:
             return self._refuse("a job is running: wait for it or press Cancel")

@@ -1,7 +1,8 @@
 """Train the user's lesion segmenter on the scans they labelled (a job: progress, ETA, Cancel).
 
-This is an interactive job, not a :func:`.loop.fit` run: it lasts minutes, runs in the dock's
-worker without Lightning Fabric, and its only output is the model (no checkpoints to resume).
+It lives in ``inference`` because the user's model learns at use time: an interactive job
+(minutes, in the dock's worker or ``mentalmap train segmenter``), not a ``training.loop.fit``
+run on the shared data - no Lightning Fabric, no checkpoints to resume, the model its only output.
 
 Before any step, the threshold path is set to the intensity threshold with the best mean Dice
 on the training scans (what the user could tune by hand); the U-Net then learns the correction
@@ -17,7 +18,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ..inference.segment import SegmenterInputError, SegmenterInputs
+from .segment import SegmenterInputError, SegmenterInputs
 from .segmenter_augment import (
     AUGMENTATIONS,
     DEFAULT_AUGMENTATION,
