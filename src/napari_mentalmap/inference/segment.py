@@ -1,7 +1,7 @@
 """The user's lesion segmenter at inference: its inputs, its weights file and its job.
 
 A segmenter is the user's own model (:mod:`..models.segmenter`), trained on the scans they
-labelled (:mod:`..training.segmenter`). Its weights file is a safe checkpoint record
+labelled (:mod:`..inference.segmenter_training`). Its weights file is a safe checkpoint record
 (``format = "lesion_segmenter"``) with a *card*: what it was trained on, when, how long, and
 the threshold the user would have had without it. Nothing here imports napari.
 """
