@@ -24,6 +24,19 @@ GOALS = {"open_ms (manual GT)": {2: 0.0}, "cbica_wml (manual GT)": {2: 0.10, 4: 
          "brats2018 (manual GT, tumours)": {2: 0.08}}
 
 
+def merge_parts(out: Path) -> Path:
+    """``learning_curves_<part>.csv`` (runs split over processes) merged into ``learning_curves.csv``."""
+    parts = sorted(out.glob("learning_curves_*.csv"))
+    merged = out / "learning_curves.csv"
+    if parts:
+        rows = [row for part in parts for row in csv.DictReader(open(part, newline=""))]
+        with open(merged, "w", newline="") as stream:
+            writer = csv.DictWriter(stream, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    return merged
+
+
 def read_rows(path: Path) -> list[dict]:
     with open(path, newline="") as stream:
         rows = list(csv.DictReader(stream))
@@ -149,7 +162,7 @@ def main() -> None:
     parser.add_argument("--overlays", action="store_true")
     args = parser.parse_args()
     out = Path(args.out)
-    rows = read_rows(out / "learning_curves.csv")
+    rows = read_rows(merge_parts(out))
     (out / "summary.md").write_text(summary(rows))
     for test_set, short in SHORT.items():
         if any(r["test set"] == test_set for r in rows):

@@ -140,6 +140,45 @@ def test_a_function_worker_stopped_before_it_starts_never_runs(qtbot) -> None:
     assert calls == [] and returned == []
 
 
+def test_a_job_cancelled_inside_inference_mode_leaves_its_thread_as_it_was(qtbot) -> None:
+    """Cancel inside ``with torch.inference_mode():`` (an anomaly map, a prediction): the worker
+    closes the job in its own thread, so the next job there (a training) can use autograd."""
+    import threading
+
+    import torch
+    from qtpy.QtCore import QThreadPool
+
+    from napari_mentalmap.widgets._threads import new_worker
+
+    pool = QThreadPool.globalInstance()
+    previous = pool.maxThreadCount()
+    pool.setMaxThreadCount(1)  # the next job runs on the same pool thread
+    try:
+        seen: list[tuple[int, bool]] = []
+
+        def predicting():
+            with torch.inference_mode():
+                for i in range(10_000):
+                    seen.append((threading.get_ident(), torch.is_inference_mode_enabled()))
+                    time.sleep(0.005)
+                    yield i
+
+        worker = new_worker(predicting)
+        worker.start()
+        qtbot.waitUntil(lambda: len(seen) > 5, timeout=10_000)
+        with qtbot.waitSignal(worker.finished, timeout=10_000):
+            worker.quit()
+        state: list[tuple[int, bool, bool]] = []
+        follow = new_worker(lambda: state.append((threading.get_ident(), torch.is_inference_mode_enabled(),
+                                                  torch.is_grad_enabled())))
+        with qtbot.waitSignal(follow.finished, timeout=10_000):
+            follow.start()
+    finally:
+        pool.setMaxThreadCount(previous)
+    assert seen[-1][1] is True
+    assert state == [(seen[-1][0], False, True)]
+
+
 def test_cancel_frees_the_dock_at_once_during_a_long_step(qtbot, mental_map_dock, errors, monkeypatch) -> None:
     """Cancel does not wait for the running step (seconds on a loaded machine): the dock is free
     at once, the worker stops at the job's next report, and nothing of it is ever shown."""

@@ -116,6 +116,13 @@ def test_training_learns_what_the_threshold_cannot():
     assert learned > threshold_only + 0.1
 
 
+def test_training_runs_whatever_the_thread_state():
+    with torch.inference_mode():  # e.g. a pool thread left so by an earlier job
+        model, card = run_to_completion(train_segmenter_job(
+            [synthetic_scan(7)], SegmenterTrainConfig(steps=3, batch_size=2, crop=32, augmentation="none")))
+    assert np.isfinite(card["final_loss"]) and not model.threshold.is_inference()
+
+
 def test_cancel_stops_training():
     job = train_segmenter_job([synthetic_scan(7)], SegmenterTrainConfig(steps=1000, batch_size=2, crop=32,
                                                                         augmentation="none"))

@@ -165,12 +165,14 @@ def label_free_rows(store: ScanStore, test_set: str, subjects: list[str], target
 
 
 def segmenter_rows(store: ScanStore, test_set: str, n: int, fold: int, train: list[str], test: list[str],
-                   augmentation: str, default: str, steps: int | None = None) -> list[dict]:
-    """Train on ``train`` with ``augmentation`` (seed = fold) and score every test scan."""
+                   augmentation: str, default: str, steps: int | None = None,
+                   overrides: dict | None = None) -> list[dict]:
+    """Train on ``train`` with ``augmentation`` (seed = fold; ``overrides``: other
+    :class:`SegmenterTrainConfig` fields) and score every test scan."""
     from ..inference.jobs import run_to_completion
 
     config = SegmenterTrainConfig(augmentation=augmentation, seed=fold,
-                                  **({"steps": steps} if steps is not None else {}))
+                                  **({"steps": steps} if steps is not None else {}), **(overrides or {}))
     started = time.perf_counter()
     model, card = run_to_completion(train_segmenter_job([store.training_scan(s) for s in train], config))
     seconds = time.perf_counter() - started

@@ -45,6 +45,7 @@ class SegmenterTrainConfig:
     augmentation: str = DEFAULT_AUGMENTATION
     base_channels: int = 8
     lesion_fraction: float = 0.6
+    train_threshold: bool = True
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -175,8 +176,12 @@ def train_segmenter_job(scans: list[TrainingScan], config: SegmenterTrainConfig 
         flows = build_flow_bank([s.inputs.flair for s in scans], [s.inputs.box for s in scans])
     model_config = SegmenterConfig(base_channels=config.base_channels, equivariant=config.augmentation == "c4",
                                    initial_threshold=threshold)
-    model = channels_last(LesionSegmenter(model_config))
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    with torch.inference_mode(False):  # parameters must be ordinary tensors, whatever the thread's state
+        model = channels_last(LesionSegmenter(model_config))
+    if not config.train_threshold:  # keep the threshold path where the training scans put it
+        model.log_scale.requires_grad_(False)
+        model.threshold.requires_grad_(False)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate)
     sampler = CropSampler(scans, config, flows)
     model.train()
     losses = []
@@ -186,11 +191,12 @@ def train_segmenter_job(scans: list[TrainingScan], config: SegmenterTrainConfig 
         for group in optimizer.param_groups:
             group["lr"] = config.learning_rate * factor
         channels, labels = sampler.batch()
-        x = torch.from_numpy(channels).contiguous(memory_format=torch.channels_last)
-        loss = _loss(model(x), torch.from_numpy(labels))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+        with torch.inference_mode(False), torch.enable_grad():  # whatever state the thread is in
+            x = torch.from_numpy(channels).contiguous(memory_format=torch.channels_last)
+            loss = _loss(model(x), torch.from_numpy(labels))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
         losses.append(loss.item())
         # a report (a Cancel point) after every step: one step is 0.1-0.5 s on 2 CPU cores
         elapsed = time.perf_counter() - loop_start

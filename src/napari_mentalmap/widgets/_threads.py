@@ -72,7 +72,21 @@ class _EndsQuietly:
 
 
 class PluginGeneratorWorker(_EndsQuietly, GeneratorWorker):
-    """napari's generator worker that never aborts Python (see the module docstring)."""
+    """napari's generator worker that never aborts Python (see the module docstring) and closes
+    its job in its own thread when it stops early: a job cancelled inside ``with
+    torch.inference_mode():`` would otherwise leave that pool thread in inference mode (thread
+    state), and the next job on it (a training) would fail with "does not require grad"."""
+
+    def work(self) -> Any:
+        try:
+            return super().work()
+        finally:
+            close = getattr(self._gen, "close", None)
+            if close is not None:
+                try:
+                    close()  # runs the job's finally / __exit__ here, in the worker thread
+                except Exception:  # noqa: BLE001 - a job that fails while closing must not abort the thread
+                    pass
 
 
 class PluginFunctionWorker(_EndsQuietly, FunctionWorker):
