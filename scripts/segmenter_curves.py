@@ -2,6 +2,13 @@
 
     OMP_NUM_THREADS=2 python scripts/segmenter_curves.py --out results/segmenter --cache /work/cache/segmenter_maps
 
+As run for the shipped results (two 1-thread processes, then the cross-set rows apart):
+
+    OMP_NUM_THREADS=1 python scripts/segmenter_curves.py --cache C --sets cbica --no-cross --csv learning_curves_cbica.csv
+    OMP_NUM_THREADS=1 python scripts/segmenter_curves.py --cache C --sets open_ms brats --no-cross --csv learning_curves_other.csv
+    OMP_NUM_THREADS=1 python scripts/segmenter_curves.py --cache C --sets open_ms cbica --cross-only --csv cross_set.csv
+    python scripts/segmenter_figures.py --out results/segmenter --overlays
+
 Resumable: rows already in the CSVs are skipped. The default is the augmentation with the best
 mean Dice over every validation fold (NiChart Subj18-20 vs wml_auto, n = 1 and 2).
 """

@@ -2,6 +2,7 @@
 
     python scripts/segmenter_figures.py --out results/segmenter [--overlays]
 
+Reads ``learning_curves_<part>.csv`` (merged into ``learning_curves.csv``) and ``cross_set.csv``.
 Writes ``summary.md`` (goals, learning curves, augmentation table, cross-set, first scan of a
 new set), ``learning_curves_<set>.png`` and, with ``--overlays``, ``overlay_<set>.png``: the
 default segmenter trained on fold 0 at n = 2 (retrained here, same seed) against the intensity
@@ -25,7 +26,8 @@ GOALS = {"open_ms (manual GT)": {2: 0.0}, "cbica_wml (manual GT)": {2: 0.10, 4: 
 
 
 def merge_parts(out: Path) -> Path:
-    """``learning_curves_<part>.csv`` (runs split over processes) merged into ``learning_curves.csv``."""
+    """``learning_curves_<part>.csv`` (runs split over processes) merged into ``learning_curves.csv``
+(the cross-set rows stay in ``cross_set.csv``)."""
     parts = sorted(out.glob("learning_curves_*.csv"))
     merged = out / "learning_curves.csv"
     if parts:
@@ -163,7 +165,8 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(args.out)
     rows = read_rows(merge_parts(out))
-    (out / "summary.md").write_text(summary(rows))
+    cross = out / "cross_set.csv"  # kept apart: its test sets are not the per-set curves
+    (out / "summary.md").write_text(summary(rows + (read_rows(cross) if cross.exists() else [])))
     for test_set, short in SHORT.items():
         if any(r["test set"] == test_set for r in rows):
             curve_figure(rows, test_set, out / f"learning_curves_{short}.png")
