@@ -136,7 +136,7 @@ def overlay_figure(test_set: str, path: Path) -> None:
     test = next(s for s in SETS[test_set] if s not in train)
     model, card = run_to_completion(train_segmenter_job([store.training_scan(s) for s in train],
                                                         SegmenterTrainConfig(augmentation=DEFAULT_AUGMENTATION, seed=0)))
-    volume, inputs = store.volume(test), store._inputs(test)
+    volume, inputs = store.volume(test), store.inputs_of(test)
     probability = run_to_completion(probability_job(model, inputs))
     z = int(np.argmax(volume.truth.sum(axis=(1, 2))))
     threshold = inputs.flair * inputs.eroded > card["initial_threshold"]

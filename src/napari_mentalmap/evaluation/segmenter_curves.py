@@ -81,10 +81,10 @@ class ScanStore:
 
     def training_scan(self, subject: str) -> TrainingScan:
         """The scan as the segmenter trains on it."""
-        return TrainingScan(self.inputs[subject] if subject in self.inputs else self._inputs(subject),
-                            self.volume(subject).truth, subject)
+        return TrainingScan(self.inputs_of(subject), self.volume(subject).truth, subject)
 
-    def _inputs(self, subject: str) -> SegmenterInputs:
+    def inputs_of(self, subject: str) -> SegmenterInputs:
+        """The scan's segmenter inputs (loaded with the scan)."""
         self.volume(subject)
         return self.inputs[subject]
 
@@ -140,11 +140,12 @@ def baseline_rows(store: ScanStore, test_set: str, n: int, fold: int, train: lis
     rows = []
     for method, grid in BASELINE_GRIDS.items():
         table = np.array([store.dice_table(s, method) for s in train])
-        threshold = float(grid[int(np.argmax(table.mean(axis=0)))])
+        best = int(np.argmax(table.mean(axis=0)))
+        threshold = float(grid[best])
         for subject in test:
             v, score = store.volume(subject), store.baseline_map(subject, method)
             rows.append({"test set": test_set, "method": method, "augmentation": "-", "n_train": n, "fold": fold,
-                         "dice": float(store.dice_table(subject, method)[list(grid).index(threshold)]),
+                         "dice": float(store.dice_table(subject, method)[best]),
                          "AUPRC": average_precision(score[v.mask], v.truth[v.mask]), "scan": subject,
                          "threshold": threshold, "train seconds": 0.0})
     return rows
@@ -179,7 +180,7 @@ def segmenter_rows(store: ScanStore, test_set: str, n: int, fold: int, train: li
     rows = []
     for subject in test:
         v = store.volume(subject)
-        probability = run_to_completion(probability_job(model, store._inputs(subject)))
+        probability = run_to_completion(probability_job(model, store.inputs_of(subject)))
         rows.append({"test set": test_set, "method": DEFAULT_METHOD if augmentation == default else OTHER_METHOD,
                      "augmentation": augmentation, "n_train": n, "fold": fold,
                      "dice": dice_at(probability, v.truth, 0.5),

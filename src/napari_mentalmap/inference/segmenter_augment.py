@@ -105,11 +105,10 @@ def _matching_slice(volume: np.ndarray, box: tuple[slice, ...], fraction: float,
     return resize(volume[z, box[1], box[2]], shape, order=1, mode="edge", anti_aliasing=False)
 
 
-def build_flow_bank(flairs: list[np.ndarray], boxes: list[tuple[slice, ...]], progress=None) -> FlowBank:
+def build_flow_bank(flairs: list[np.ndarray], boxes: list[tuple[slice, ...]]) -> FlowBank:
     """Register every training scan's slices onto the other scans' and its own mirror's
     (the brain boxes are matched first, a crude affine alignment; the flow does the rest)."""
     positions, fields = [], []
-    total, done = len(flairs) * FLOW_POSITIONS, 0
     for index, (flair, box) in enumerate(zip(flairs, boxes, strict=True)):
         zs = np.linspace(box[0].start, box[0].stop - 1, FLOW_POSITIONS + 2)[1:-1].round().astype(int)
         positions.append(zs)
@@ -121,9 +120,6 @@ def build_flow_bank(flairs: list[np.ndarray], boxes: list[tuple[slice, ...]], pr
             partners += [_matching_slice(other, other_box, fraction, reference.shape)
                          for j, (other, other_box) in enumerate(zip(flairs, boxes, strict=True)) if j != index]
             per_position.append([_register(partner, reference) for partner in partners])
-            done += 1
-            if progress is not None:
-                progress(done, total)
         fields.append(per_position)
     return FlowBank(positions, fields)
 

@@ -106,9 +106,8 @@ class CropSampler:
     def _crop(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         scan, half, size = self.scans[index], self.config.crop // 2, self.config.crop
         z, y, x = self._centre(index)
-        box = scan.inputs.box
         if self.flows is not None:  # warp the slice's brain box, then crop inside it
-            rows, cols = box[1], box[2]
+            rows, cols = scan.inputs.box[1:]
             channels = scan.inputs.slices([z])[0]
             label = scan.lesions[z, rows, cols]
             field = self.flows.field_for(index, z, self.rng)
@@ -116,7 +115,6 @@ class CropSampler:
                 channels, label = warp(channels, label, field * self.rng.uniform(0.0, 1.0))
             y, x = y - rows.start, x - cols.start
         else:
-            rows, cols = slice(0, scan.lesions.shape[1]), slice(0, scan.lesions.shape[2])
             channels, label = None, scan.lesions[z]
         height, width = label.shape
         top, left = y - half, x - half
