@@ -160,8 +160,11 @@ def test_predict_latent_writes_latents_and_a_reconstruction_over_the_input(tmp_p
 
 @pytest.mark.parametrize("target", ["lesions", "tumour"])
 def test_predict_anomaly_labels_at_the_target_auto_threshold(tmp_path: Path, target: str) -> None:
+    from napari_mentalmap.inference.anomaly import intensity_anomaly_map, run_job
     from napari_mentalmap.inference.anomaly_methods import GATED_METHOD, scan_auto_threshold
     from napari_mentalmap.inference.labels import threshold_labels
+    from napari_mentalmap.inference.scan_threshold import bulk_fit
+    from napari_mentalmap.io.nifti import read_volume
 
     out = tmp_path / "out"
     code = cli.main(["predict", "anomaly", "-i", str(FLAIR), "-o", str(out), "--labels", target,
@@ -172,14 +175,17 @@ def test_predict_anomaly_labels_at_the_target_auto_threshold(tmp_path: Path, tar
     _same_grid(out / f"{stem}_anomaly_labels.nii.gz", FLAIR)
     assert labels.header.get_intent()[0] == "label"
     anomaly = np.asanyarray(nib.load(str(out / f"{stem}_anomaly.nii.gz")).dataobj)
-    # the default method's Auto, per scan where it is: the map is 0 outside the eroded brain, so
-    # the whole volume gives the fit the brain mask gives
-    auto = scan_auto_threshold(GATED_METHOD, "", target, anomaly, np.ones(anomaly.shape, bool))
+    # the default method's Auto, per scan where it is: from the brain's intensity, as the intensity
+    # method's own job normalises it (same brain mask)
+    volume = read_volume(FLAIR)
+    intensity = run_job(intensity_anomaly_map(volume.data, volume.spacing, device="cpu"))
+    auto = scan_auto_threshold(GATED_METHOD, "", target, anomaly, np.ones(anomaly.shape, bool),
+                               bulk_fit(intensity.anomaly, intensity.brain_mask))
     expected = threshold_labels(anomaly, auto) > 0
     assert np.array_equal(np.asanyarray(labels.dataobj) > 0, expected)
     recorded = json.loads((out / f"{stem}_anomaly_labels.json").read_text())["threshold"]
     assert recorded["value"] == pytest.approx(auto, abs=1e-6)
-    assert ("this scan's map" in recorded["chosen"]) == (type(auto) is not float)  # a ScanThreshold
+    assert ("of this scan" in recorded["chosen"]) == (type(auto) is not float)  # a ScanThreshold
 
 
 def test_predict_anomaly_explicit_threshold_and_weights_without_one(tmp_path: Path, capsys) -> None:

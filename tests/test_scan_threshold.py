@@ -92,19 +92,33 @@ def test_the_docks_auto_leaves_out_a_target_it_cannot_fit_and_says_why() -> None
         per_scan_sds,
     )
 
-    _, mask, _ = _brain_map()
-    result = SimpleNamespace(anomaly=np.zeros(SHAPE, np.float32), brain_mask=mask, warnings=[])
-    found = shipped_auto_thresholds(GATED_METHOD, "", result)
+    anomaly, mask, _ = _brain_map()
+    result = SimpleNamespace(anomaly=anomaly, brain_mask=mask, warnings=[], intensity_bulk=None)
+    found = shipped_auto_thresholds(GATED_METHOD, "", result)  # the job could not fit the intensity
     per_scan = [t for t in TARGETS if per_scan_sds(GATED_METHOD, "", t) is not None]
     assert per_scan, "the default method has a per-scan Auto"
     assert sorted(found) == sorted(set(TARGETS) - set(per_scan))
     assert all(found[t] == auto_threshold(GATED_METHOD, "", t) for t in found)  # fixed ones stay
-    assert result.warnings == [f"no {t} Auto for this scan: the anomaly map is constant inside the brain mask: "
-                               "nothing to threshold" for t in per_scan]
-    anomaly, _, _ = _brain_map()
-    result = SimpleNamespace(anomaly=anomaly, brain_mask=mask, warnings=[])
+    assert result.warnings == [f"no {t} Auto for this scan: the brain's intensity could not be fitted (empty mask, "
+                               "constant image or too few brain voxels): set the threshold by hand" for t in per_scan]
+    result = SimpleNamespace(anomaly=anomaly, brain_mask=mask, warnings=[], intensity_bulk=(0.5, 0.1))
     found = shipped_auto_thresholds(GATED_METHOD, "", result)
     assert all(isinstance(found[t], ScanThreshold) for t in per_scan) and not result.warnings
+    for target in per_scan:  # the intensity's fit, on the gated score's square-root scale
+        assert found[target] == pytest.approx(np.sqrt(0.5 + per_scan_sds(GATED_METHOD, "", target) * 0.1))
+
+
+def test_only_the_gated_method_thresholds_the_intensity_bulk() -> None:
+    from napari_mentalmap.inference.anomaly_methods import GATED_METHOD, INTENSITY_METHOD, per_scan_threshold
+
+    anomaly, mask, _ = _brain_map()
+    own = scan_threshold(anomaly, mask, 2.0)
+    assert per_scan_threshold(INTENSITY_METHOD, 2.0, anomaly, mask, (9.0, 9.0)) == own  # its map is the intensity
+    assert per_scan_threshold("dae2d", 2.0, anomaly, mask) == own
+    assert per_scan_threshold(GATED_METHOD, 2.0, anomaly, mask, (0.3, 0.1)) == pytest.approx(np.sqrt(0.5))
+    assert per_scan_threshold(GATED_METHOD, 2.0, anomaly, mask, (-0.5, 0.1)) == 0.0  # never a NaN
+    with pytest.raises(ScanThresholdError, match="intensity could not be fitted"):
+        per_scan_threshold(GATED_METHOD, 2.0, anomaly, mask, None)
 
 
 def test_the_target_list_says_which_auto_comes_from_the_scan() -> None:

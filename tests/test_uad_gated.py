@@ -15,6 +15,8 @@ from napari_mentalmap.inference.anomaly import (
     run_job,
 )
 from napari_mentalmap.inference.jobs import part_of
+from napari_mentalmap.inference.labels import threshold_labels
+from napari_mentalmap.inference.scan_threshold import bulk_fit
 
 
 def test_gated_intensity_invariants() -> None:
@@ -58,6 +60,24 @@ def test_gated_map_combines_the_shipped_maps_on_the_input_grid() -> None:
     assert result.anomaly.shape == image.shape and np.array_equal(result.brain_mask, mask)
     assert result.reconstruction is not None  # the DAE's, for the record
     assert reports[-1] == (10, 10, "done") and all(total == 10 for _, total, _ in reports)
+    # the per-scan Auto's fit: the bulk of the intensity the map was gated from
+    assert result.intensity_bulk == pytest.approx(bulk_fit(intensity, mask))
+
+
+def test_the_gated_auto_labels_do_not_change_with_the_scanners_units() -> None:
+    """The raw FLAIR under a positive gain and an offset (another scanner's units): the same
+    per-scan lesion Auto and the same labels."""
+    from napari_mentalmap.inference.anomaly_methods import GATED_METHOD, scan_auto_threshold
+
+    image, mask, spacing = _flair_with_lesion()
+    model = load_anomaly_model("dae2d")
+    labels = []
+    for raw in (image, 3.0 * image + 250.0 * mask):
+        result = run_job(gated_intensity_map(raw, spacing, model, mask=mask))
+        auto = scan_auto_threshold(GATED_METHOD, "", "lesions", result.anomaly, mask, result.intensity_bulk)
+        labels.append(threshold_labels(result.anomaly, auto) > 0)
+    assert labels[0][10:14, 18:23, 15:20].mean() > 0.5  # the lesion is found
+    assert np.array_equal(labels[0], labels[1])
     lesion = np.zeros(image.shape, bool)
     lesion[10:14, 18:23, 15:20] = True
     assert result.anomaly[lesion].mean() > 2 * result.anomaly[mask & ~lesion].mean()
@@ -103,6 +123,16 @@ def test_part_of_rescales_progress_and_closes_the_inner_job() -> None:
     assert closed == [True]
 
 
+def _intensity_bulk(image: np.ndarray, spacing) -> tuple[float, float]:
+    """The fit the gated job's per-scan Auto uses, from the intensity method's own job (same brain
+    mask, same normalised intensity)."""
+    from napari_mentalmap.inference.anomaly import intensity_anomaly_map, run_job
+    from napari_mentalmap.inference.scan_threshold import bulk_fit
+
+    result = run_job(intensity_anomaly_map(image, spacing, device="cpu"))
+    return bulk_fit(result.anomaly, result.brain_mask)
+
+
 def test_dock_runs_the_gated_method_by_default_at_its_auto_threshold(make_napari_viewer, qtbot) -> None:
     from napari_mentalmap.inference.anomaly_methods import GATED_METHOD, scan_auto_threshold
     from napari_mentalmap.inference.scan_threshold import ScanThreshold
@@ -117,8 +147,8 @@ def test_dock_runs_the_gated_method_by_default_at_its_auto_threshold(make_napari
     qtbot.waitUntil(lambda: not widget.busy and widget.current is not None, timeout=60_000)
     assert widget.current.method == GATED_METHOD
     anomaly = np.asarray(widget.image_layer.data)
-    # the map is 0 outside the eroded brain, so the whole volume gives the brain mask's fit
-    auto = scan_auto_threshold(GATED_METHOD, "", widget.target, anomaly, np.ones(anomaly.shape, bool))
+    auto = scan_auto_threshold(GATED_METHOD, "", widget.target, anomaly, np.ones(anomaly.shape, bool),
+                               _intensity_bulk(image, spacing))
     assert auto is not None and widget.threshold_slider.value() == pytest.approx(auto, abs=1e-3)
     # the lesion Auto is this scan's own, and the target list says so
     assert isinstance(widget.current.auto_thresholds["lesions"], ScanThreshold)

@@ -87,12 +87,14 @@ def method_residuals(method: str) -> tuple[str, ...]:
     return ("",) if method in SCORELESS_METHODS else RESIDUALS
 
 
-def method_maps(method: str, residual: str, volumes: list, load_model: Callable | None = None) -> list[np.ndarray]:
-    """The anomaly map of each volume by a shipped method (as the dock computes it)."""
+def method_results(method: str, residual: str, volumes: list, load_model: Callable | None = None) -> list:
+    """The :class:`..inference.anomaly.AnomalyResult` of each volume by a shipped method (as the
+    dock computes it; the intensity method's carries only its map and mask)."""
     import warnings
 
     from ..inference.anomaly import (
         INTENSITY_MEDIAN_AT,
+        AnomalyResult,
         anomaly_map,
         gated_intensity_map,
         load_anomaly_model,
@@ -101,14 +103,19 @@ def method_maps(method: str, residual: str, volumes: list, load_model: Callable 
     from .uad import intensity_baseline
 
     if method == INTENSITY_METHOD:
-        return [intensity_baseline(v, median_at=INTENSITY_MEDIAN_AT) for v in volumes]
+        return [AnomalyResult(intensity_baseline(v, median_at=INTENSITY_MEDIAN_AT), v.mask, None, None)
+                for v in volumes]
     model = (load_model or load_anomaly_model)(GATED_MODEL if method == GATED_METHOD else method, "cpu")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if method == GATED_METHOD:
-            return [run_job(gated_intensity_map(v.image, v.spacing, model, mask=v.mask)).anomaly for v in volumes]
-        return [run_job(anomaly_map(v.image, v.spacing, model, mask=v.mask, residual=residual)).anomaly
-                for v in volumes]
+            return [run_job(gated_intensity_map(v.image, v.spacing, model, mask=v.mask)) for v in volumes]
+        return [run_job(anomaly_map(v.image, v.spacing, model, mask=v.mask, residual=residual)) for v in volumes]
+
+
+def method_maps(method: str, residual: str, volumes: list, load_model: Callable | None = None) -> list[np.ndarray]:
+    """The anomaly map of each volume by a shipped method (as the dock computes it)."""
+    return [result.anomaly for result in method_results(method, residual, volumes, load_model)]
 
 
 def auto_threshold_rows(volumes: list | None = None, methods: tuple[str, ...] | None = None,

@@ -28,12 +28,13 @@ from ..inference.anomaly_methods import (
     GATED_METHOD,
     INTENSITY_METHOD,
     SCORELESS_METHODS,
+    per_scan_threshold,
     scan_auto_threshold,
 )
 from ..inference.labels import DEFAULT_MIN_SIZE, LabelUpdater
 from ..inference.scan_threshold import ScanThresholdError, bulk_fit, false_positive_rate
 from ..metrics import dice
-from .auto_thresholds import GATED_GRID, method_maps, method_residuals
+from .auto_thresholds import GATED_GRID, method_residuals, method_results
 
 SDS_GRID = np.round(np.arange(0.25, 6.001, 0.05), 2)
 """Candidate SDs of the per-scan rule."""
@@ -66,23 +67,35 @@ def dice_at_thresholds(anomaly: np.ndarray, truth: np.ndarray, thresholds,
     return np.array([dice(updater.update(float(t), min_size) > 0, truth) for t in thresholds])
 
 
-def sds_dice_table(maps: list[np.ndarray], volumes: list, grid=SDS_GRID) -> np.ndarray:
-    """Dice of every volume (rows) at the per-scan threshold of every ``grid`` SDs (columns);
-    0 where the map cannot be fitted."""
+def rule_thresholds(anomaly: np.ndarray, mask: np.ndarray, grid=SDS_GRID, method: str = "",
+                    intensity_bulk: tuple[float, float] | None = None) -> np.ndarray:
+    """The per-scan threshold of ``method`` at every ``grid`` SDs (``per_scan_threshold``; a model
+    or an empty ``method`` fits its own map). Raises ``ScanThresholdError`` when it cannot fit."""
+    if method == GATED_METHOD:
+        return np.array([per_scan_threshold(method, k, anomaly, mask, intensity_bulk) for k in grid])
+    location, scale = bulk_fit(anomaly, mask)
+    return location + np.asarray(grid) * scale
+
+
+def sds_dice_table(maps: list[np.ndarray], volumes: list, grid=SDS_GRID, method: str = "",
+                   bulks: list | None = None) -> np.ndarray:
+    """Dice of every volume (rows) at the per-scan threshold of every ``grid`` SDs (columns,
+    :func:`rule_thresholds`; ``bulks``: the results' ``intensity_bulk``); 0 where it cannot fit."""
     rows = []
-    for anomaly, volume in zip(maps, volumes, strict=True):
+    for i, (anomaly, volume) in enumerate(zip(maps, volumes, strict=True)):
         try:
-            location, scale = bulk_fit(anomaly, volume.mask)
+            thresholds = rule_thresholds(anomaly, volume.mask, grid, method, None if bulks is None else bulks[i])
         except ScanThresholdError:
             rows.append(np.zeros(len(grid)))
             continue
-        rows.append(dice_at_thresholds(anomaly, volume.truth, location + np.asarray(grid) * scale))
+        rows.append(dice_at_thresholds(anomaly, volume.truth, thresholds))
     return np.array(rows)
 
 
-def choose_rule(maps: list[np.ndarray], volumes: list, fixed: np.ndarray) -> dict:
+def choose_rule(maps: list[np.ndarray], volumes: list, fixed: np.ndarray, method: str = "",
+                bulks: list | None = None) -> dict:
     """Best per-scan SDs and best fixed threshold on the same cases, and which of the two wins."""
-    per_scan = sds_dice_table(maps, volumes).mean(axis=0)
+    per_scan = sds_dice_table(maps, volumes, SDS_GRID, method, bulks).mean(axis=0)
     fixed_curve = np.array([dice_at_thresholds(m, v.truth, fixed) for m, v in zip(maps, volumes, strict=True)])
     fixed_curve = fixed_curve.mean(axis=0)
     best, best_fixed = int(np.argmax(per_scan)), int(np.argmax(fixed_curve))
@@ -106,7 +119,9 @@ def per_scan_choices(methods: tuple[str, ...] | None = None, log: Callable[[str]
     for method in methods or (*SCORELESS_METHODS, *ANOMALY_KINDS):
         for residual in method_residuals(method):
             for target, targets in cases.items():
-                choice = choose_rule(method_maps(method, residual, targets), targets, fixed_grid(method))
+                results = method_results(method, residual, targets)
+                choice = choose_rule([r.anomaly for r in results], targets, fixed_grid(method), method,
+                                     [r.intensity_bulk for r in results])
                 rows.append({"method": method, "score": residual, "target": target, **choice,
                              "validation cases": len(targets)})
                 log(f"{method} {residual or '-'} {target}: per scan {choice['sds']} SDs (Dice "
@@ -132,13 +147,15 @@ def per_scan_test_rows(methods: tuple[str, ...] = (GATED_METHOD, INTENSITY_METHO
         truths = [v.truth for v in volumes]
         for method in methods:
             for residual in method_residuals(method):
-                maps = method_maps(method, residual, volumes)
+                results = method_results(method, residual, volumes)
+                maps = [r.anomaly for r in results]
                 grid = fixed_grid(method)
                 fixed = np.array([dice_at_thresholds(m, t, grid) for m, t in zip(maps, truths, strict=True)])
                 best = int(np.argmax(fixed.mean(axis=0)))
                 label = method_label(method, residual or "positive")
                 for i, (anomaly, volume) in enumerate(zip(maps, volumes, strict=True)):
-                    auto = scan_auto_threshold(method, residual or "positive", target, anomaly, volume.mask)
+                    auto = scan_auto_threshold(method, residual or "positive", target, anomaly, volume.mask,
+                                               results[i].intensity_bulk)
                     rows.append({"test set": test_set, "scan": volume.subject, "method": label,
                                  "dice_auto": round(float(dice_at_thresholds(anomaly, volume.truth, [auto])[0]), 4),
                                  "dice_best_fixed": round(float(fixed[i, best]), 4)})

@@ -24,6 +24,7 @@ import numpy as np
 from ..data.splits import SPLITS
 from ..inference.anomaly_methods import GATED_METHOD, scan_auto_threshold
 from ..inference.labels import DEFAULT_MIN_SIZE, remove_small
+from ..inference.scan_threshold import bulk_fit
 from ..inference.segment import SegmenterInputs, prepare_inputs, probability_job
 from ..inference.segmenter_augment import AUGMENTATIONS
 from ..inference.segmenter_training import SegmenterTrainConfig, TrainingScan, train_segmenter_job
@@ -157,7 +158,8 @@ def label_free_rows(store: ScanStore, test_set: str, subjects: list[str], target
     for subject in subjects:
         v = store.volume(subject)
         score = store.baseline_map(subject, "DAE-gated FLAIR intensity (baseline)")
-        threshold = float(scan_auto_threshold(GATED_METHOD, "positive", target, score, v.mask))
+        bulk = bulk_fit(store.baseline_map(subject, "FLAIR intensity threshold (baseline)"), v.mask)  # the gated job's fit
+        threshold = float(scan_auto_threshold(GATED_METHOD, "positive", target, score, v.mask, bulk))
         rows.append({"test set": test_set, "method": LABEL_FREE_METHOD, "augmentation": "-", "n_train": 0,
                      "fold": 0, "dice": dice_at(score, v.truth, threshold),
                      "AUPRC": average_precision(score[v.mask], v.truth[v.mask]), "scan": subject,

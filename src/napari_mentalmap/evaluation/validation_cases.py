@@ -11,7 +11,7 @@ variants of the *validation* volumes (never on a test set):
   it: 0.94 x 0.94 mm in plane, 3 mm slices, smoothed, 8-bit (as ``cbica_wml``); 1 mm and
   z-scored in the brain (as ``open_ms``).
 * :func:`with_lesion_load`: the automatic lesions in-painted and synthetic hyperintense
-  lesions added to a chosen fraction of the brain (0.2 %, 1 %, 5 %).
+  lesions added to a chosen fraction of the brain (0.05 %, 0.2 %, 1 %, 5 %).
 * tumours: :func:`.auto_thresholds.synthetic_tumour_volumes` and larger ones (40-55 mm radii,
   15-25 % of the brain).
 """
@@ -120,12 +120,12 @@ def with_lesion_load(volume, load: float, seed: int, brightness: tuple[float, fl
     return dataclasses.replace(volume, subject=f"{volume.subject} lesion load {load:g}", image=image * gain, truth=truth)
 
 
-LESION_LOADS = (0.002, 0.01, 0.05)
+LESION_LOADS = (0.0005, 0.002, 0.01, 0.05)
 """Fractions of the brain covered by synthetic lesions in :func:`lesion_validation_cases`."""
 
 
 def lesion_validation_cases(volumes: list) -> list:
-    """The validation volumes as given, under every shift and site, and at every lesion load (33 for 3)."""
+    """The validation volumes as given, under every shift and site, and at every lesion load (36 for 3)."""
     cases = list(volumes)
     cases += [shifted(v, name) for name in SHIFTS if name != "as given" for v in volumes]
     cases += [site(v) for site in SITES.values() for v in volumes]

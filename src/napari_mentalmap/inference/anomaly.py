@@ -54,6 +54,7 @@ from .brain import brain_mask_job
 from .jobs import Progress, part_of
 from .jobs import run_to_completion as run_job  # noqa: F401 (re-exported for the evaluation)
 from .labels import DEFAULT_MIN_SIZE, LabelUpdater, remove_small, threshold_labels  # noqa: F401 (re-exported)
+from .scan_threshold import ScanThresholdError, bulk_fit
 
 DEFAULT_MEDIAN_SIZE = 3
 def train_command(kind: str) -> str:
@@ -130,6 +131,8 @@ class AnomalyResult:
     grid: ModelGridVolume | None  # None for the intensity method (no model grid)
     reconstruction: np.ndarray | None  # model grid
     warnings: list[str] = field(default_factory=list)
+    # the gated method: (location, scale) of the brain's normalised intensity (its per-scan Auto)
+    intensity_bulk: tuple[float, float] | None = None
 
 
 def _reconstruct(model: UADVAE | DenoisingUNet, image: np.ndarray, device: torch.device,
@@ -373,5 +376,9 @@ def gated_intensity_map(volume: np.ndarray, spacing: tuple[float, float, float],
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
     residual, intensity = (f.result() for f in filters)
+    try:
+        bulk = bulk_fit(intensity, raw.brain_mask)
+    except ScanThresholdError:
+        bulk = None  # no per-scan Auto: anomaly_methods.per_scan_threshold says so
     yield 10, 10, "done"
-    return replace(raw, anomaly=gated_intensity(intensity, residual, scale))
+    return replace(raw, anomaly=gated_intensity(intensity, residual, scale), intensity_bulk=bulk)

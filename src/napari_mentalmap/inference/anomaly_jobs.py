@@ -69,7 +69,8 @@ def shipped_auto_thresholds(method: str, residual: str, result: AnomalyResult) -
     found = {}
     for target in TARGETS:
         try:
-            found[target] = scan_auto_threshold(method, residual, target, result.anomaly, result.brain_mask)
+            found[target] = scan_auto_threshold(method, residual, target, result.anomaly, result.brain_mask,
+                                                result.intensity_bulk)
         except ScanThresholdError as error:
             result.warnings.append(f"no {target} Auto for this scan: {error}")
     return {target: value for target, value in found.items() if value is not None}

@@ -5,13 +5,14 @@ Nothing here imports :mod:`.anomaly` (no import circle)."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
 
 from ..checkpoints import shipped
 from ..models.kinds import DAE_KINDS, KINDS
-from .scan_threshold import scan_threshold
+from .scan_threshold import ScanThreshold, ScanThresholdError, scan_threshold
 
 ANOMALY_KINDS: tuple[str, ...] = KINDS + DAE_KINDS
 """Every anomaly model kind: the VAEs and the denoising autoencoder (``dae2d``)."""
@@ -102,11 +103,11 @@ def auto_threshold(method: str, residual: str, target: str) -> float | None:
 
 
 PER_SCAN_SDS: dict[str, float] = {
-    "DAE-gated FLAIR intensity||lesions": 1.75,
+    "DAE-gated FLAIR intensity||lesions": 2.35,
     "FLAIR intensity (baseline)||lesions": 2.6,
 }
-"""Per ``"method|score|target"``: the Auto is this many fitted SDs above the bulk of the scan's own
-map (:func:`.scan_threshold.scan_threshold`), chosen on validation by ``mentalmap eval uad-per-scan``
+"""Per ``"method|score|target"``: the Auto is this many fitted SDs above the bulk of the scan
+(:func:`per_scan_threshold`), chosen on validation by ``mentalmap eval uad-per-scan``
 (``evaluation.per_scan_auto``); targets not listed keep ``AUTO_THRESHOLDS``."""
 
 
@@ -116,11 +117,32 @@ def per_scan_sds(method: str, residual: str, target: str) -> float | None:
     return PER_SCAN_SDS.get(f"{method}|{score}|{target}")
 
 
-def scan_auto_threshold(method: str, residual: str, target: str, anomaly: np.ndarray,
-                        mask: np.ndarray) -> float | None:
-    """The shipped Auto of a method, score and target for this map: from the scan itself (a
-    :class:`.scan_threshold.ScanThreshold`) where :data:`PER_SCAN_SDS` says so, else the fixed
-    :func:`auto_threshold`. Raises ``ScanThresholdError`` when the map cannot be fitted."""
-    sds = per_scan_sds(method, residual, target)
-    return auto_threshold(method, residual, target) if sds is None else scan_threshold(anomaly, mask, sds)
+def per_scan_threshold(method: str, sds: float, anomaly: np.ndarray, mask: np.ndarray,
+                       intensity_bulk: tuple[float, float] | None = None) -> ScanThreshold:
+    """The threshold ``sds`` fitted SDs above the bulk of this scan, in ``method``'s score units.
 
+    The gated method fits the brain's normalised intensity (``intensity_bulk``, which its job
+    returns) and takes the square root (its score is ``sqrt(intensity * gate)``, the intensity
+    itself where the gate is open): its own map mixes every gate level and has no healthy bulk to
+    fit, and a threshold from it moved with the lesion load (docs/uad.md). Any other method fits
+    its own map (:func:`.scan_threshold.scan_threshold`).
+    """
+    if method != GATED_METHOD:
+        return scan_threshold(anomaly, mask, sds)
+    if intensity_bulk is None:
+        raise ScanThresholdError("the brain's intensity could not be fitted (empty mask, constant image or too "
+                                 "few brain voxels): set the threshold by hand")
+    location, scale = intensity_bulk
+    return ScanThreshold(math.sqrt(max(location + float(sds) * scale, 0.0)))
+
+
+def scan_auto_threshold(method: str, residual: str, target: str, anomaly: np.ndarray, mask: np.ndarray,
+                        intensity_bulk: tuple[float, float] | None = None) -> float | None:
+    """The shipped Auto of a method, score and target for this map: from the scan itself (a
+    :class:`.scan_threshold.ScanThreshold`, :func:`per_scan_threshold`) where :data:`PER_SCAN_SDS`
+    says so, else the fixed :func:`auto_threshold`. Raises ``ScanThresholdError`` when the scan
+    cannot be fitted."""
+    sds = per_scan_sds(method, residual, target)
+    if sds is None:
+        return auto_threshold(method, residual, target)
+    return per_scan_threshold(method, sds, anomaly, mask, intensity_bulk)

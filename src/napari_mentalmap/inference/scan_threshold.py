@@ -1,10 +1,11 @@
-"""An Auto threshold chosen from one scan's own anomaly map (numpy only).
+"""An Auto threshold chosen from one scan's own map (numpy only).
 
 The healthy bulk of the map inside the brain mask is fitted robustly by a Gaussian: its
 location is the median and its scale ``(q90 - median) / 1.2816`` (the 90th percentile is
 1.2816 SD above the mean of a Gaussian), both over the in-mask voxels above the map's floor
-(its minimum inside the mask: the eroded rim and, for the gated method, every voxel the
-denoising autoencoder does not flag). The threshold is ``sds`` fitted SDs above the location,
+(its minimum inside the mask, e.g. the eroded rim). The map fitted is the method's own, except
+for the gated method, which fits the brain's normalised intensity
+(:func:`.anomaly_methods.per_scan_threshold`). The threshold is ``sds`` fitted SDs above the location,
 a fixed false-positive rate of the fitted bulk (:func:`false_positive_rate`). Quantiles move
 with the map under ``a * map + b`` (``a > 0``), so the labels at the threshold do not change
 when the score is rescaled or shifted. Lesions are part of the upper tail the fit sees: a

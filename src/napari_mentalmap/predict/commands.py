@@ -37,7 +37,7 @@ def _anomaly_threshold(args: argparse.Namespace, method: str, model) -> dict | N
     if not args.weights and per_scan_sds(method, "positive", args.labels) is not None:
         sds = per_scan_sds(method, "positive", args.labels)
         return {"value": None, "sds": sds, "chosen": f"Auto for {args.labels}: {sds:g} fitted SDs above the bulk "
-                f"of this scan's map (inference.scan_threshold; rule chosen on validation data for {method})"}
+                f"of this scan (anomaly_methods.per_scan_threshold; rule chosen on validation data for {method})"}
     if not args.weights:
         value = auto_threshold(method, "positive", args.labels)
     elif args.labels == "lesions" and model.residual_kind == "positive":
@@ -66,9 +66,9 @@ def run_anomaly(args: argparse.Namespace) -> int:
 
     def make_process(device, model):
         from ..inference.anomaly import anomaly_map, gated_intensity_map, intensity_anomaly_map
+        from ..inference.anomaly_methods import per_scan_threshold
         from ..inference.jobs import run_to_completion
         from ..inference.labels import DEFAULT_MIN_SIZE, threshold_labels
-        from ..inference.scan_threshold import scan_threshold
 
         threshold = _anomaly_threshold(args, method, model)
 
@@ -78,7 +78,8 @@ def run_anomaly(args: argparse.Namespace) -> int:
                    else anomaly_map(volume.data, volume.spacing, model, device=device))
             result = run_to_completion(job)
             cut = threshold if threshold is None or threshold["value"] is not None else {  # per scan, before any file
-                **threshold, "value": float(scan_threshold(result.anomaly, result.brain_mask, threshold["sds"]))}
+                **threshold, "value": float(per_scan_threshold(method, threshold["sds"], result.anomaly,
+                                                               result.brain_mask, result.intensity_bulk))}
             for note in result.warnings:
                 print(f"{outputs.source}: {note}", file=sys.stderr)
             outputs.volume("_anomaly.nii.gz", result.anomaly, volume, is_labels=False, map_name="anomaly")
