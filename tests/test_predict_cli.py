@@ -201,3 +201,35 @@ def test_predict_anomaly_explicit_threshold_and_weights_without_one(tmp_path: Pa
     code = cli.main(["predict", "anomaly", "-i", str(FLAIR), "-o", str(tmp_path / "o2"), "--weights",
                      str(weights_path("dense2d")), "--labels", "tumour", "--device", "cpu"])
     assert code == 2 and "give --threshold" in capsys.readouterr().err
+
+
+def test_predict_anomaly_auto_sds_applies_a_calibrated_auto_and_says_so(tmp_path: Path, capsys) -> None:
+    from napari_mentalmap.inference.anomaly import intensity_anomaly_map, run_job
+    from napari_mentalmap.inference.anomaly_methods import GATED_METHOD, per_scan_threshold
+    from napari_mentalmap.inference.labels import threshold_labels
+    from napari_mentalmap.inference.scan_threshold import bulk_fit
+    from napari_mentalmap.io.nifti import read_volume
+
+    out = tmp_path / "out"
+    code = cli.main(["predict", "anomaly", "-i", str(FLAIR), "-o", str(out), "--labels", "lesions",
+                     "--auto-sds", "3.5", "--device", "cpu", "--threads", "2"])
+    assert code == 0
+    stem = "patient07_FLAIR_2mm"
+    anomaly = np.asanyarray(nib.load(str(out / f"{stem}_anomaly.nii.gz")).dataobj)
+    volume = read_volume(FLAIR)
+    intensity = run_job(intensity_anomaly_map(volume.data, volume.spacing, device="cpu"))
+    auto = per_scan_threshold(GATED_METHOD, 3.5, anomaly, np.ones(anomaly.shape, bool),
+                              bulk_fit(intensity.anomaly, intensity.brain_mask))
+    labels = np.asanyarray(nib.load(str(out / f"{stem}_anomaly_labels.nii.gz")).dataobj) > 0
+    assert np.array_equal(labels, threshold_labels(anomaly, auto) > 0)
+    recorded = json.loads((out / f"{stem}_anomaly_labels.json").read_text())["threshold"]
+    assert recorded["sds"] == 3.5 and recorded["value"] == pytest.approx(auto, abs=1e-6)
+    assert "--auto-sds" in recorded["chosen"]
+    for bad, says in ((["--auto-sds", "3"], "goes with --labels"),
+                      (["--labels", "lesions", "--auto-sds", "0"], "between 0 and 20"),
+                      (["--labels", "lesions", "--threshold", "0.5", "--auto-sds", "3"], "goes with --labels"),
+                      (["--labels", "lesions", "--model", "dense2d", "--auto-sds", "3"], "no per-scan Auto")):
+        code = cli.main(["predict", "anomaly", "-i", str(FLAIR), "-o", str(tmp_path / "refused"), *bad,
+                         "--device", "cpu"])
+        assert code == 2 and says in capsys.readouterr().err, bad
+    assert not (tmp_path / "refused").exists() or not any((tmp_path / "refused").iterdir())

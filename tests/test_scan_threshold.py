@@ -109,7 +109,11 @@ def test_the_docks_auto_leaves_out_a_target_it_cannot_fit_and_says_why() -> None
 
 
 def test_only_the_gated_method_thresholds_the_intensity_bulk() -> None:
-    from napari_mentalmap.inference.anomaly_methods import GATED_METHOD, INTENSITY_METHOD, per_scan_threshold
+    from napari_mentalmap.inference.anomaly_methods import (
+        GATED_METHOD,
+        INTENSITY_METHOD,
+        per_scan_threshold,
+    )
 
     anomaly, mask, _ = _brain_map()
     own = scan_threshold(anomaly, mask, 2.0)

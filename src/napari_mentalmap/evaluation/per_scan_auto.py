@@ -31,6 +31,7 @@ from ..inference.anomaly_methods import (
     per_scan_threshold,
     scan_auto_threshold,
 )
+from ..inference.auto_calibration import calibrate_auto, calibrated_threshold
 from ..inference.labels import DEFAULT_MIN_SIZE, LabelUpdater
 from ..inference.scan_threshold import ScanThresholdError, bulk_fit, false_positive_rate
 from ..metrics import dice
@@ -44,6 +45,7 @@ TEST_SET_TARGETS = {"open_ms (manual GT)": "lesions", "cbica_wml (manual GT)": "
                     "brats2018 FLAIR (manual GT, tumours)": "tumour"}
 """The manual-label sets of ``auto_per_scan.csv`` and the Auto target each is scored with."""
 TEST_COLUMNS = ("test set", "scan", "method", "dice_auto", "dice_best_fixed")
+CALIBRATED_COLUMNS = (*TEST_COLUMNS, "calibrated from", "calibrated value", "dice_calibrated")
 
 
 def fixed_grid(method: str) -> np.ndarray:
@@ -135,10 +137,31 @@ def shipped_sds_table(rows: list[dict]) -> dict[str, float]:
     return {f"{r['method']}|{r['score']}|{r['target']}": r["sds"] for r in rows if r["rule"] == "per scan"}
 
 
+def calibrated_rows(method: str, residual: str, target: str, results: list, volumes: list,
+                    common: dict[str, dict]) -> list[dict]:
+    """The Auto calibrated to one scan's manual labels (as a user's corrected scan:
+    :func:`..inference.auto_calibration.calibrate_auto`) and applied to each other scan of the
+    set: one row per (scan, calibrated from); ``common``: the scan's other columns by subject."""
+    rows = []
+    for source, volume in zip(results, volumes, strict=True):
+        calibration = calibrate_auto(method, residual, target, source.anomaly, volume.mask, volume.truth,
+                                     source.intensity_bulk, source=volume.subject)
+        for result, other in zip(results, volumes, strict=True):
+            if other is volume:
+                continue
+            value = calibrated_threshold(calibration, result.anomaly, other.mask, result.intensity_bulk)
+            rows.append({**common[other.subject], "calibrated from": volume.subject,
+                         "calibrated value": calibration.sds if calibration.sds is not None else calibration.threshold,
+                         "dice_calibrated": round(float(dice_at_thresholds(result.anomaly, other.truth, [value])[0]), 4)})
+    return rows
+
+
 def per_scan_test_rows(methods: tuple[str, ...] = (GATED_METHOD, INTENSITY_METHOD),
-                       log: Callable[[str], None] = print) -> list[dict]:
+                       log: Callable[[str], None] = print,
+                       calibrated: list[dict] | None = None) -> list[dict]:
     """Report only: per scan of every manual-label set, the Dice at the shipped Auto (as the dock
-    computes it) and at the one best fixed threshold of the set for that method."""
+    computes it) and at the one best fixed threshold of the set for that method; ``calibrated``
+    (a list) also gets :func:`calibrated_rows` of every set and method."""
     from .uad import TEST_SETS, load_test_volume
 
     rows = []
@@ -161,6 +184,9 @@ def per_scan_test_rows(methods: tuple[str, ...] = (GATED_METHOD, INTENSITY_METHO
                                  "dice_best_fixed": round(float(fixed[i, best]), 4)})
                 log(f"{label} {test_set}: Dice at Auto {np.mean([r['dice_auto'] for r in rows[-len(volumes):]]):.3f}, "
                     f"best fixed {grid[best]:g} {fixed[:, best].mean():.3f}")
+                if calibrated is not None:
+                    common = {r["scan"]: r for r in rows[-len(volumes):]}
+                    calibrated += calibrated_rows(method, residual or "positive", target, results, volumes, common)
     return rows
 
 

@@ -18,7 +18,8 @@ def add_uad_per_scan_parser(subparsers: argparse._SubParsersAction) -> None:
                              "best fixed threshold per manual-label set (auto_per_scan.csv)")
     parser.add_argument("--methods", nargs="+", choices=[*METHOD_ALIASES, *ANOMALY_KINDS], default=None,
                         help="methods (default: every one for the choice; gated and intensity for --test)")
-    parser.add_argument("--test", action="store_true", help="also write auto_per_scan.csv (the shipped Auto)")
+    parser.add_argument("--test", action="store_true", help="also write auto_per_scan.csv (the shipped Auto) and auto_calibrated.csv (the "
+                                                             "Auto calibrated to each other scan's labels)")
     parser.add_argument("--skip-choice", action="store_true", help="only the test table")
     parser.add_argument("--out", default="results/uad", help="folder for per_scan_choice.csv and auto_per_scan.csv")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
@@ -37,10 +38,12 @@ def _write(path: Path, rows: list[dict]) -> None:
 def run_uad_per_scan(args: argparse.Namespace) -> int:
     """Choose the SDs on validation (and compare with the shipped table); with ``--test`` score
     the shipped Auto on the manual-label sets."""
+    import numpy as np
     import torch
 
     from ..inference.anomaly_methods import GATED_METHOD, INTENSITY_METHOD, PER_SCAN_SDS
     from .per_scan_auto import (
+        CALIBRATED_COLUMNS,
         TEST_COLUMNS,
         per_scan_choices,
         per_scan_test_rows,
@@ -59,10 +62,15 @@ def run_uad_per_scan(args: argparse.Namespace) -> int:
         print("PER_SCAN_SDS = " + repr(table))
         print("shipped table " + ("matches" if table == shipped else "differs: update inference/anomaly_methods.py"))
     if args.test:
-        rows = per_scan_test_rows(methods or (GATED_METHOD, INTENSITY_METHOD))
+        calibrated: list[dict] = []
+        rows = per_scan_test_rows(methods or (GATED_METHOD, INTENSITY_METHOD), calibrated=calibrated)
         _write(out / "auto_per_scan.csv", [{c: r[c] for c in TEST_COLUMNS} for r in rows])
-        print("| test set | method | Dice at Auto | Dice at the best fixed threshold | gap |\n|---|---|---|---|---|")
+        _write(out / "auto_calibrated.csv", [{c: r[c] for c in CALIBRATED_COLUMNS} for r in calibrated])
+        print("| test set | method | Dice at Auto | calibrated to 1 other scan | best fixed threshold | gap | "
+              "gap calibrated |\n|---|---|---|---|---|---|---|")
         for m in set_means(rows):
-            print(f"| {m['test set']} | {m['method']} | {m['dice_auto']:.3f} | {m['dice_best_fixed']:.3f} | "
-                  f"{m['gap']:+.3f} |")
+            group = [r["dice_calibrated"] for r in calibrated if (r["test set"], r["method"]) == (m["test set"], m["method"])]
+            mean = float(np.mean(group)) if group else float("nan")
+            print(f"| {m['test set']} | {m['method']} | {m['dice_auto']:.3f} | {mean:.3f} | {m['dice_best_fixed']:.3f} | "
+                  f"{m['gap']:+.3f} | {m['dice_best_fixed'] - mean:+.3f} |")
     return 0

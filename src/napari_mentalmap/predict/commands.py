@@ -29,14 +29,24 @@ def _anomaly_threshold(args: argparse.Namespace, method: str, model) -> dict | N
     threshold for these weights."""
     from ..inference.anomaly_methods import auto_threshold, per_scan_sds
 
+    if args.auto_sds is not None and (args.threshold is not None or not args.labels):
+        raise SetupError("--auto-sds goes with --labels (and not with --threshold)")
+    if args.auto_sds is not None and not 0.0 < args.auto_sds < 20.0:
+        raise SetupError(f"--auto-sds must lie between 0 and 20 fitted SDs, got {args.auto_sds:g}")
     if args.threshold is not None:
         return {"value": float(args.threshold), "chosen": "given (--threshold)"}
     if not args.labels:
         return None
     value, chosen = None, f"Auto for {args.labels}, chosen on validation data for {method}"
-    if not args.weights and per_scan_sds(method, "positive", args.labels) is not None:
-        sds = per_scan_sds(method, "positive", args.labels)
-        return {"value": None, "sds": sds, "chosen": f"Auto for {args.labels}: {sds:g} fitted SDs above the bulk "
+    shipped = None if args.weights else per_scan_sds(method, "positive", args.labels)
+    if args.auto_sds is not None and shipped is None:
+        raise SetupError(f"--auto-sds: {method} has no per-scan Auto for {args.labels}; give --threshold")
+    if args.auto_sds is not None:
+        return {"value": None, "sds": float(args.auto_sds), "chosen": f"Auto for {args.labels}: {args.auto_sds:g} "
+                f"fitted SDs above the bulk of this scan (given: --auto-sds; shipped {shipped:g}, "
+                "anomaly_methods.per_scan_threshold)"}
+    if shipped is not None:
+        return {"value": None, "sds": shipped, "chosen": f"Auto for {args.labels}: {shipped:g} fitted SDs above the bulk "
                 f"of this scan (anomaly_methods.per_scan_threshold; rule chosen on validation data for {method})"}
     if not args.weights:
         value = auto_threshold(method, "positive", args.labels)

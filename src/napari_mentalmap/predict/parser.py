@@ -50,6 +50,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                               "(chosen on validation data, as the dock's Auto)")
     anomaly.add_argument("--threshold", type=float, default=None, metavar="T",
                          help="write the labels at this threshold instead")
+    anomaly.add_argument("--auto-sds", type=float, default=None, metavar="K",
+                         help="with --labels: the per-scan Auto at K fitted SDs instead of the shipped "
+                              "value (e.g. the dock's 'Calibrate Auto to these labels' for your site)")
     anomaly.set_defaults(func=run_anomaly)
 
     bruno = kinds.add_parser("bruno", help="BRUNO mean and std from a few axial slices of each T1 "

@@ -30,13 +30,15 @@ class SourceResult:
     auto_thresholds: dict[str, float]  # target -> Auto threshold (a ScanThreshold when from this scan)
     threshold: float
     notes: list[str] = field(default_factory=list)
+    residual: str = "positive"  # the score (VAEs and the DAE)
+    fit: tuple[float, float] | None = None  # the gated method's intensity fit (its per-scan Auto)
 
     def remember(self, threshold: float, min_size: int) -> None:
-        """Write what a reopened dock needs into the anomaly layer's tag: the method, the Auto
-        thresholds and the threshold and min size of the proposal the labels now show."""
+        """Write what a reopened dock needs into the anomaly layer's tag: the method, score, the
+        Auto thresholds and their fit, and the threshold and min size the labels now show."""
         self.image_layer.metadata.setdefault(RESULT_KEY, {}).update(
-            method=self.method, auto_thresholds=dict(self.auto_thresholds), threshold=float(threshold),
-            min_size=int(min_size))
+            method=self.method, residual=self.residual, fit=self.fit, auto_thresholds=dict(self.auto_thresholds),
+            threshold=float(threshold), min_size=int(min_size))
 
 
 def propose(request: tuple[SourceResult, float, int]) -> tuple[SourceResult, float, int, float]:
@@ -65,4 +67,5 @@ def adopt_result(viewer: Any, source: Any, kind: str = "anomaly") -> SourceResul
     return SourceResult(source, str(tag.get("method", "")), image_layer, labels_layer, edited,
                         {str(k): v if isinstance(v, float) else float(v)  # a ScanThreshold stays one
                          for k, v in (tag.get("auto_thresholds") or {}).items()},
-                        float(tag["threshold"]))
+                        float(tag["threshold"]), residual=str(tag.get("residual", "positive")),
+                        fit=tuple(tag["fit"]) if tag.get("fit") else None)

@@ -33,6 +33,7 @@ from ..inference.anomaly_methods import (
 )
 from ..inference.labels import DEFAULT_MIN_SIZE, EditedLabels
 from ..models.kinds import KINDS
+from ._anomaly_calibration import AutoCalibrationControls
 from ._anomaly_results import SourceResult, adopt_result, propose
 from ._forms import column, form, row
 from ._layers import aligned_with, input_images, is_result, update_layer
@@ -100,6 +101,7 @@ class AnomalyWidget(QWidget):
         self.reset_button = QPushButton("Reset to proposal")
         self.reset_button.setToolTip("drop every painted or erased voxel and show the model's proposal again")
         self.truth_combo = QComboBox()
+        self.calibration = AutoCalibrationControls(self)
         self.dice_label = QLabel("Dice: –")
         self.timing_label = QLabel("")
         for label in (self.dice_label, self.timing_label):
@@ -113,7 +115,7 @@ class AnomalyWidget(QWidget):
                form(("threshold", row(self.threshold_slider, self.auto_button, stretch_first=True)),
                     ("Auto for", self.target_combo),
                     ("min size (voxels)", self.min_size), ("", self.reset_button), ("ground truth", self.truth_combo)),
-               self.dice_label, self.timing_label)
+               self.dice_label, self.timing_label, self.calibration.widget, self.calibration.status)
 
         self.runner = JobRunner(self.progress, self.status, self.cancel_button,
                                 [self.compute_button, self.model_combo, self.layer_combo], "Anomaly maps", owner=self)
@@ -226,17 +228,17 @@ class AnomalyWidget(QWidget):
             show_error(f"Anomaly maps need a 3-D volume; {layer.name!r} has shape {data.shape}")
             return None
         spacing = tuple(float(s) for s in layer.scale[-3:])
-        method = self.model_combo.currentData()
+        method, residual = self.model_combo.currentData(), self.residual_combo.currentData()
         note = self.modality.note(layer, modality_warning)
         if note:
             show_warning(note)
         job = prepared_anomaly_job(
-            anomaly_job(data, spacing, method, self.device_combo.currentText(), self.residual_combo.currentData(),
-                        self.weights.get(method)), self.target, int(self.min_size.value()))
+            anomaly_job(data, spacing, method, self.device_combo.currentText(), residual, self.weights.get(method),
+                        self.calibration.saved()), self.target, int(self.min_size.value()))
         started = time.perf_counter()
 
         def on_returned(value: PreparedAnomaly) -> list[Callable[[], str]]:
-            steps = self.show_result(value, layer, method)
+            steps = self.show_result(value, layer, method, residual)
             elapsed = time.perf_counter() - started
             if note:
                 steps.append(lambda: f"warning: {note} ({elapsed:.1f} s)")
@@ -249,7 +251,7 @@ class AnomalyWidget(QWidget):
         self.runner.cancel()
 
     # --- results ----------------------------------------------------------------------
-    def show_result(self, prepared: PreparedAnomaly, source, method: str) -> list:
+    def show_result(self, prepared: PreparedAnomaly, source, method: str, residual: str = "positive") -> list:
         """Display steps adding (or updating in place) ``source``'s anomaly image and labels."""
         from napari.utils.notifications import show_warning
 
@@ -279,8 +281,9 @@ class AnomalyWidget(QWidget):
             else:
                 labels_layer = self.viewer.add_labels(labels.labels, name=f"{source.name} anomaly labels",
                                                       opacity=0.6, **aligned_with(source, "anomaly labels"))
-            shown = self.results[source.name] = SourceResult(source, method, image_layer, labels_layer, labels,
-                                                             dict(thresholds), start, list(result.warnings))
+            shown = self.results[source.name] = SourceResult(
+                source, method, image_layer, labels_layer, labels, dict(thresholds), start, list(result.warnings),
+                residual, result.intensity_bulk)
             if self.layer_combo.currentText() != source.name:
                 self.layer_combo.setCurrentText(source.name)
             self._show_controls_for(shown)
@@ -295,6 +298,7 @@ class AnomalyWidget(QWidget):
             widget.setEnabled(result is not None)
         if result is None:
             self.dice_label.setText("Dice: –")
+            self.calibration.refresh()
             return
         self._target_changed()
         self.threshold_slider.blockSignals(True)
@@ -320,6 +324,7 @@ class AnomalyWidget(QWidget):
         self.auto_button.setToolTip(
             f"set the Auto threshold for {TARGET_LABELS[self.target]}{auto_text(thresholds[self.target])}" if self.target in thresholds
             else "no threshold was chosen on validation data for this method, score and target")
+        self.calibration.refresh()
 
     def set_auto_threshold(self) -> None:
         """Set the threshold chosen on validation for the method, score and target."""
