@@ -39,6 +39,7 @@ JOBS = {  # job -> dock it runs in
     "mental map: Mean on two images + anomaly map": "both",
     "anomaly: Compute": "anomaly",
     "anomaly: live relabelling": "anomaly",
+    "anomaly: Calibrate Auto": "anomaly",
     "latent: model loading": "latent",
     "latent: Encode": "latent",
     "latent: Sample volume": "latent",
@@ -135,7 +136,7 @@ class Scene:
             return
         if not _pump(self.app, timeout, lambda: not self.busy):
             raise TimeoutError(f"{self.job}: the dock did not get ready in {timeout} s")
-        if self.job == "anomaly: live relabelling":
+        if self.job in ("anomaly: live relabelling", "anomaly: Calibrate Auto"):
             self.widget("anomaly").compute()
             _pump(self.app, timeout, lambda: not self.busy)
         if self.job == "segmenter: Predict":  # an untrained model: what it predicts does not matter here
@@ -166,6 +167,11 @@ class Scene:
                                                          mental.contexts.when_range_ready(lambda: mental.run("mean"))))
         elif job == "anomaly: Compute":
             self.widget("anomaly").compute()
+        elif job == "anomaly: Calibrate Auto":  # to the proposal as shown, into a throw-away file
+            import tempfile
+
+            os.environ["MENTALMAP_CALIBRATION"] = str(Path(tempfile.mkdtemp(prefix="close-bench-")) / "c.json")
+            self.widget("anomaly").calibration.calibrate()
         elif job in SLIDER_JOBS:  # 12 slider moves, 40 ms apart
             slider = self._slider()
             values = [type(slider.value())(slider.minimum() + (slider.maximum() - slider.minimum()) * k / 11)

@@ -17,11 +17,13 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import napari
 import numpy as np
 from napari.utils import DirectLabelColormap
+from qtpy.QtWidgets import QApplication
 
 from napari_mentalmap._sample_data import sample_flair_with_lesions
 from napari_mentalmap.cli import save_window_screenshot
@@ -61,7 +63,11 @@ def main() -> None:
     if args.calibrate:
         widget.labels_layer.data[:] = np.asarray(lesions.data) > 0
         widget.labels_layer.refresh()
-        print(f"calibrated: {widget.calibration.calibrate().describe()}")
+        widget.calibration.calibrate()  # a job in the dock's worker: let the event loop run it
+        while widget.busy:
+            QApplication.processEvents()
+            time.sleep(0.01)
+        print(widget.calibration.status.text())
     widget.set_auto_threshold()
     busiest = int(np.argmax((np.asarray(lesions.data) > 0).sum(axis=(1, 2))))
     shown = busiest if args.slice is None else args.slice

@@ -27,7 +27,7 @@ GROUPS = {
     "mental map": [["mental map: finding the brain", 0.0, "viewer"], ["mental map: Mean", 0.2, "dock"],
                    ["mental map: Samples", 0.05, "viewer"], ["mental map: Prior", 0.0, "exit"]],
     "anomaly": [["anomaly: Compute", 0.0, "dock"], ["anomaly: live relabelling", 0.1, "viewer"],
-                ["anomaly: Compute", 0.0, "exit"]],
+                ["anomaly: Calibrate Auto", 0.0, "dock"], ["anomaly: Compute", 0.0, "exit"]],
     "latent explorer": [["latent: model loading", 0.0, "viewer"], ["latent: Encode", 0.0, "dock"],
                         ["latent: slider decoding", 0.1, "viewer"], ["latent: Sample volume", 0.0, "exit"]],
     "two docks": [["mental map: Mean on two images + anomaly map", 0.0, "exit"]],

@@ -15,12 +15,14 @@ from __future__ import annotations
 import datetime
 import json
 import os
+from collections.abc import Generator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .anomaly_methods import SCORELESS_METHODS, auto_threshold, per_scan_sds, per_scan_threshold
+from .jobs import Progress, run_to_completion
 from .labels import DEFAULT_MIN_SIZE, LabelUpdater
 
 SDS_CHOICES = np.round(np.arange(0.25, 8.0001, 0.05), 2)
@@ -66,39 +68,72 @@ def calibration_key(method: str, residual: str, target: str) -> str:
     return f"{method}|{'' if method in SCORELESS_METHODS else residual}|{target}"
 
 
-def calibrate_auto(method: str, residual: str, target: str, anomaly: np.ndarray, mask: np.ndarray,
-                   labels: np.ndarray, intensity_bulk: tuple[float, float] | None = None,
-                   min_size: int = DEFAULT_MIN_SIZE, source: str = "") -> AutoCalibration:
-    """The Auto parameter whose labels best match ``labels`` (the user's corrected labels).
+@dataclass
+class CalibrationSearch:
+    """What :func:`search_job` tries: the candidate values of the Auto's parameter for one map."""
+
+    method: str
+    score: str
+    target: str
+    anomaly: np.ndarray
+    labels: np.ndarray  # bool, the user's corrected labels
+    values: np.ndarray  # the per-scan SDs (``per_scan``) or fixed thresholds tried
+    thresholds: np.ndarray  # the threshold each value gives on this map
+    per_scan: bool
+    min_size: int
+    source: str
+
+
+def calibration_search(method: str, residual: str, target: str, anomaly: np.ndarray, mask: np.ndarray,
+                       labels: np.ndarray, intensity_bulk: tuple[float, float] | None = None,
+                       min_size: int = DEFAULT_MIN_SIZE, source: str = "") -> CalibrationSearch:
+    """Check the inputs and list the candidates (fast; the search itself is :func:`search_job`).
 
     Raises :class:`CalibrationError` when ``labels`` is empty or of another shape than the map,
     and ``ScanThresholdError`` when a per-scan Auto cannot fit this scan.
     """
-    anomaly, labels = np.asarray(anomaly), np.asarray(labels) > 0
+    anomaly, labels = np.asarray(anomaly), np.array(labels) > 0  # a copy: the user may paint meanwhile
     if labels.shape != anomaly.shape:
         raise CalibrationError(f"the labels {labels.shape} and the anomaly map {anomaly.shape} differ in shape")
     if not labels.any():
         raise CalibrationError("the labels are empty: keep or paint this scan's lesions first, then calibrate")
-    sds = per_scan_sds(method, residual, target)
-    if sds is not None:
-        candidates = np.array([per_scan_threshold(method, k, anomaly, mask, intensity_bulk) for k in SDS_CHOICES])
-    else:
-        inside = anomaly[np.asarray(mask, bool)]
-        if inside.size == 0 or float(inside.max()) <= float(np.median(inside)):
-            raise CalibrationError("the anomaly map has nothing above its median inside the brain mask")
-        candidates = np.linspace(float(np.median(inside)), float(inside.max()), THRESHOLD_STEPS)
-    updater = LabelUpdater(anomaly)
-    truth = int(labels.sum())
+    score = "" if method in SCORELESS_METHODS else residual
+    if per_scan_sds(method, residual, target) is not None:
+        thresholds = np.array([per_scan_threshold(method, k, anomaly, mask, intensity_bulk) for k in SDS_CHOICES])
+        return CalibrationSearch(method, score, target, anomaly, labels, SDS_CHOICES, thresholds, True,
+                                 min_size, source)
+    inside = anomaly[np.asarray(mask, bool)]
+    if inside.size == 0 or float(inside.max()) <= float(np.median(inside)):
+        raise CalibrationError("the anomaly map has nothing above its median inside the brain mask")
+    thresholds = np.linspace(float(np.median(inside)), float(inside.max()), THRESHOLD_STEPS)
+    return CalibrationSearch(method, score, target, anomaly, labels, thresholds, thresholds, False, min_size, source)
+
+
+def search_job(search: CalibrationSearch) -> Generator[Progress, None, AutoCalibration]:
+    """The candidate whose labels (threshold, small components removed) best match the user's
+    (Dice), as a job: a progress report (Cancel point) every few candidates."""
+    updater = LabelUpdater(search.anomaly)
+    truth = int(search.labels.sum())
     dices = []
-    for value in candidates:
-        found = updater.update(float(value), min_size) > 0
-        dices.append(2.0 * int(np.count_nonzero(found & labels)) / (int(found.sum()) + truth))
+    for index, value in enumerate(search.thresholds):
+        if index % 8 == 0:
+            yield index, len(search.thresholds), "calibrating the Auto to your labels"
+        found = updater.update(float(value), search.min_size) > 0
+        dices.append(2.0 * int(np.count_nonzero(found & search.labels)) / (int(found.sum()) + truth))
     best = int(np.argmax(dices))
     created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    score = "" if method in SCORELESS_METHODS else residual
-    if sds is not None:
-        return AutoCalibration(method, score, target, float(SDS_CHOICES[best]), None, float(dices[best]), source, created)
-    return AutoCalibration(method, score, target, None, float(candidates[best]), float(dices[best]), source, created)
+    value = float(search.values[best])
+    return AutoCalibration(search.method, search.score, search.target, value if search.per_scan else None,
+                           None if search.per_scan else value, float(dices[best]), search.source, created)
+
+
+def calibrate_auto(method: str, residual: str, target: str, anomaly: np.ndarray, mask: np.ndarray,
+                   labels: np.ndarray, intensity_bulk: tuple[float, float] | None = None,
+                   min_size: int = DEFAULT_MIN_SIZE, source: str = "") -> AutoCalibration:
+    """The Auto parameter whose labels best match ``labels`` (the user's corrected labels):
+    :func:`calibration_search` then :func:`search_job`, without a GUI."""
+    search = calibration_search(method, residual, target, anomaly, mask, labels, intensity_bulk, min_size, source)
+    return run_to_completion(search_job(search))
 
 
 def calibrated_threshold(calibration: AutoCalibration, anomaly: np.ndarray, mask: np.ndarray,

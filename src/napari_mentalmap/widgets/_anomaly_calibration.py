@@ -18,12 +18,13 @@ from ..inference.anomaly_methods import scan_auto_threshold
 from ..inference.auto_calibration import (
     AutoCalibration,
     CalibrationError,
-    calibrate_auto,
     calibrated_threshold,
     calibration_key,
+    calibration_search,
     forget_calibration,
     load_calibrations,
     save_calibration,
+    search_job,
     shipped_value,
 )
 from ..inference.scan_threshold import ScanThresholdError
@@ -71,24 +72,34 @@ class AutoCalibrationControls:
                             f"Auto calibrated: {calibration.describe()}; shipped: {shipped_value(calibration)}"
                             + (f" (CLI: --auto-sds {calibration.sds:g})" if calibration.sds is not None else ""))
 
-    def calibrate(self) -> AutoCalibration | None:
-        """Learn the current target's Auto from the current labels layer (the user's corrections)."""
+    def calibrate(self):
+        """Learn the current target's Auto from the current labels layer (the user's corrections)
+        in the dock's worker (progress, Cancel); the worker, or None when refused."""
         from napari.utils.notifications import show_error
 
         result, target = self.dock.current, self.dock.target
-        if result is None:
+        if result is None or self.dock.runner.busy:
             return None
         anomaly = result.labels.proposal.anomaly
-        labels = np.asarray(result.labels_layer.data)
         try:
-            calibration = calibrate_auto(result.method, result.residual, target, anomaly, _whole(anomaly), labels,
-                                         result.fit, int(self.dock.min_size.value()), result.source.name)
-            save_calibration(calibration)
-        except (CalibrationError, ScanThresholdError, OSError) as error:
+            search = calibration_search(result.method, result.residual, target, anomaly, _whole(anomaly),
+                                        result.labels_layer.data, result.fit, int(self.dock.min_size.value()),
+                                        result.source.name)
+        except (CalibrationError, ScanThresholdError) as error:
             show_error(f"Anomaly maps: cannot calibrate the Auto: {error}")
             return None
-        self._apply(calibration.key, calibration)
-        return calibration
+
+        def on_returned(calibration: AutoCalibration) -> list:
+            try:
+                save_calibration(calibration)
+            except OSError as error:
+                show_error(f"Anomaly maps: cannot save the calibration: {error}")
+                return []
+            self._apply(calibration.key, calibration)
+            return [lambda: f"Auto calibrated: {calibration.describe()}"]
+
+        return self.dock.runner.start(f"calibrating the {target} Auto on {result.source.name}", search_job(search),
+                                      on_returned)
 
     def forget(self) -> None:
         """Drop the current method and target's calibration: the shipped Auto again."""
