@@ -233,3 +233,35 @@ def test_predict_anomaly_auto_sds_applies_a_calibrated_auto_and_says_so(tmp_path
                          "--device", "cpu"])
         assert code == 2 and says in capsys.readouterr().err, bad
     assert not (tmp_path / "refused").exists() or not any((tmp_path / "refused").iterdir())
+
+
+def test_calibrate_auto_from_a_corrected_scan_prints_saves_and_refuses(tmp_path: Path, monkeypatch, capsys) -> None:
+    from napari_mentalmap.inference.auto_calibration import load_calibrations
+
+    path = tmp_path / "calibration.json"
+    monkeypatch.setenv("MENTALMAP_CALIBRATION", str(path))
+    lesions = SAMPLES / "patient07_lesions_2mm.nii.gz"
+    code = cli.main(["predict", "calibrate-auto", "-i", str(FLAIR), "-l", str(lesions), "--device", "cpu",
+                     "--threads", "2"])
+    out = capsys.readouterr().out
+    assert code == 0
+    [calibration] = load_calibrations(path).values()
+    assert calibration.sds is not None and calibration.source == FLAIR.name
+    assert f"--auto-sds {calibration.sds:g}" in out and str(path) in out
+    # the printed option gives the calibrated labels on that scan
+    code = cli.main(["predict", "anomaly", "-i", str(FLAIR), "-o", str(tmp_path / "out"), "--labels", "lesions",
+                     "--auto-sds", f"{calibration.sds:g}", "--device", "cpu", "--threads", "2"])
+    labels = np.asanyarray(nib.load(str(tmp_path / "out" / "patient07_FLAIR_2mm_anomaly_labels.nii.gz")).dataobj) > 0
+    truth = np.asanyarray(nib.load(str(lesions)).dataobj) > 0
+    assert code == 0 and 2 * (labels & truth).sum() / (labels.sum() + truth.sum()) == pytest.approx(calibration.dice, abs=1e-6)
+    # refused with the reason, nothing saved: empty labels, labels on another grid
+    empty = tmp_path / "empty.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros(truth.shape, np.uint8), nib.load(str(lesions)).affine), str(empty))
+    shifted = tmp_path / "shifted.nii.gz"
+    affine = nib.load(str(lesions)).affine.copy()
+    affine[:3, 3] += 6.0
+    nib.save(nib.Nifti1Image(truth.astype(np.uint8), affine), str(shifted))
+    for bad, says in ((empty, "labels are empty"), (shifted, "not on the grid")):
+        code = cli.main(["predict", "calibrate-auto", "-i", str(FLAIR), "-l", str(bad), "--device", "cpu", "--no-save"])
+        assert code == 2 and says in capsys.readouterr().err
+    assert list(load_calibrations(path).values()) == [calibration]

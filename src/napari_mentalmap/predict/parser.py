@@ -31,8 +31,9 @@ def _add_common(parser: argparse.ArgumentParser, expects: str | None = None) -> 
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add ``predict`` with its ``anomaly``, ``bruno``, ``mask``, ``latent`` and ``segment`` subcommands."""
+    """Add ``predict`` with its ``anomaly``, ``bruno``, ``mask``, ``latent``, ``segment`` and ``calibrate-auto`` subcommands."""
     from ..models.kinds import DAE_KINDS, KINDS
+    from .calibrate import add_calibrate_parser
     from .commands import run_anomaly, run_bruno, run_latent, run_mask
     from .segment import add_segment_parser
 
@@ -79,6 +80,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     latent.set_defaults(func=run_latent)
 
     add_segment_parser(kinds, _add_common)
+    add_calibrate_parser(kinds)
 
     predict.set_defaults(func=lambda args: (predict.print_help(), 1)[1])
     return predict
