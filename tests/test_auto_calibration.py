@@ -114,6 +114,12 @@ def test_an_unreadable_file_is_reported_and_replaced_on_the_next_save(tmp_path) 
     path.write_text(json.dumps({"x": {"method": "m"}}))  # a field missing
     with pytest.raises(CalibrationError, match="cannot be read"):
         load_calibrations(path)
+    good = {"method": GATED_METHOD, "score": "", "target": "lesions", "sds": 3.0, "threshold": None, "dice": 0.5,
+            "source": "s", "created": "t"}
+    for bad in ({"sds": "3"}, {"sds": None}, {"threshold": 0.8}, {"sds": float("nan")}):
+        path.write_text(json.dumps({"x": {**good, **bad}}))
+        with pytest.raises(CalibrationError, match="one finite sds or threshold"):
+            load_calibrations(path)
     calibration = AutoCalibration(GATED_METHOD, "", "lesions", 3.0, None, 0.5, "s", "t")
     save_calibration(calibration, path)
     assert load_calibrations(path) == {calibration.key: calibration}

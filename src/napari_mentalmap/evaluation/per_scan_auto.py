@@ -28,12 +28,12 @@ from ..inference.anomaly_methods import (
     GATED_METHOD,
     INTENSITY_METHOD,
     SCORELESS_METHODS,
-    per_scan_threshold,
+    per_scan_thresholds,
     scan_auto_threshold,
 )
 from ..inference.auto_calibration import calibrate_auto, calibrated_threshold
 from ..inference.labels import DEFAULT_MIN_SIZE, LabelUpdater
-from ..inference.scan_threshold import ScanThresholdError, bulk_fit, false_positive_rate
+from ..inference.scan_threshold import ScanThresholdError, false_positive_rate
 from ..metrics import dice
 from .auto_thresholds import GATED_GRID, method_residuals, method_results
 
@@ -73,10 +73,7 @@ def rule_thresholds(anomaly: np.ndarray, mask: np.ndarray, grid=SDS_GRID, method
                     intensity_bulk: tuple[float, float] | None = None) -> np.ndarray:
     """The per-scan threshold of ``method`` at every ``grid`` SDs (``per_scan_threshold``; a model
     or an empty ``method`` fits its own map). Raises ``ScanThresholdError`` when it cannot fit."""
-    if method == GATED_METHOD:
-        return np.array([per_scan_threshold(method, k, anomaly, mask, intensity_bulk) for k in grid])
-    location, scale = bulk_fit(anomaly, mask)
-    return location + np.asarray(grid) * scale
+    return per_scan_thresholds(method, grid, anomaly, mask, intensity_bulk)
 
 
 def sds_dice_table(maps: list[np.ndarray], volumes: list, grid=SDS_GRID, method: str = "",

@@ -5,14 +5,13 @@ Nothing here imports :mod:`.anomaly` (no import circle)."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
 
 from ..checkpoints import shipped
 from ..models.kinds import DAE_KINDS, KINDS
-from .scan_threshold import ScanThreshold, ScanThresholdError, scan_threshold
+from .scan_threshold import ScanThreshold, ScanThresholdError, bulk_fit, scan_threshold
 
 ANOMALY_KINDS: tuple[str, ...] = KINDS + DAE_KINDS
 """Every anomaly model kind: the VAEs and the denoising autoencoder (``dae2d``)."""
@@ -129,11 +128,21 @@ def per_scan_threshold(method: str, sds: float, anomaly: np.ndarray, mask: np.nd
     """
     if method != GATED_METHOD:
         return scan_threshold(anomaly, mask, sds)
+    return ScanThreshold(per_scan_thresholds(method, [sds], anomaly, mask, intensity_bulk)[0])
+
+
+def per_scan_thresholds(method: str, sds, anomaly: np.ndarray, mask: np.ndarray,
+                        intensity_bulk: tuple[float, float] | None = None) -> np.ndarray:
+    """:func:`per_scan_threshold` at every value of ``sds``, from one fit."""
+    sds = np.asarray(sds, dtype=np.float64)
+    if method != GATED_METHOD:
+        location, scale = bulk_fit(anomaly, mask)
+        return location + sds * scale
     if intensity_bulk is None:
         raise ScanThresholdError("the brain's intensity could not be fitted (empty mask, constant image or too "
                                  "few brain voxels): set the threshold by hand")
     location, scale = intensity_bulk
-    return ScanThreshold(math.sqrt(max(location + float(sds) * scale, 0.0)))
+    return np.sqrt(np.maximum(location + sds * scale, 0.0))
 
 
 def scan_auto_threshold(method: str, residual: str, target: str, anomaly: np.ndarray, mask: np.ndarray,

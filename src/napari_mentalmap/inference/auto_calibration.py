@@ -21,7 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .anomaly_methods import SCORELESS_METHODS, auto_threshold, per_scan_sds, per_scan_threshold
+from .anomaly_methods import (
+    SCORELESS_METHODS,
+    auto_threshold,
+    per_scan_sds,
+    per_scan_threshold,
+    per_scan_thresholds,
+)
 from .jobs import Progress, run_to_completion
 from .labels import DEFAULT_MIN_SIZE, LabelUpdater
 
@@ -99,7 +105,7 @@ def calibration_search(method: str, residual: str, target: str, anomaly: np.ndar
         raise CalibrationError("the labels are empty: keep or paint this scan's lesions first, then calibrate")
     score = "" if method in SCORELESS_METHODS else residual
     if per_scan_sds(method, residual, target) is not None:
-        thresholds = np.array([per_scan_threshold(method, k, anomaly, mask, intensity_bulk) for k in SDS_CHOICES])
+        thresholds = per_scan_thresholds(method, SDS_CHOICES, anomaly, mask, intensity_bulk)
         return CalibrationSearch(method, score, target, anomaly, labels, SDS_CHOICES, thresholds, True,
                                  min_size, source)
     inside = anomaly[np.asarray(mask, bool)]
@@ -174,12 +180,22 @@ def load_calibrations(path: Path | None = None) -> dict[str, AutoCalibration]:
         entries = json.loads(path.read_text())
         found = {}
         for entry in entries.values():
-            calibration = AutoCalibration(**entry)
+            calibration = _checked(AutoCalibration(**entry))
             found[calibration.key] = calibration
         return found
     except (OSError, ValueError, TypeError, AttributeError) as error:
         raise CalibrationError(f"the Auto calibrations in {path} cannot be read ({error}); the shipped Auto is "
                                "used (delete the file or calibrate again to replace it)") from error
+
+
+def _checked(calibration: AutoCalibration) -> AutoCalibration:
+    """``calibration`` as read from a file, refused (``ValueError``) unless exactly one of its SDs
+    and threshold is a finite number and its names are strings."""
+    values = [v for v in (calibration.sds, calibration.threshold) if v is not None]
+    if (len(values) != 1 or not all(isinstance(v, (int, float)) and np.isfinite(v) for v in values)
+            or not all(isinstance(v, str) for v in (calibration.method, calibration.score, calibration.target))):
+        raise ValueError(f"entry {calibration.key!r} needs one finite sds or threshold")
+    return calibration
 
 
 def _write(calibrations: dict[str, AutoCalibration], path: Path) -> None:
