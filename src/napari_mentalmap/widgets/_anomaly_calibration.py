@@ -66,7 +66,10 @@ class AutoCalibrationControls:
         """Enable the buttons for the current result and say which Auto is in use."""
         key = self._key()
         self.calibrate_button.setEnabled(key is not None)
-        calibration = None if key is None else self.saved().get(key)
+        try:  # quietly: Compute warns about an unreadable file
+            calibration = None if key is None else load_calibrations().get(key)
+        except CalibrationError:
+            calibration = None
         self.forget_button.setEnabled(calibration is not None)
         self.status.setText("" if calibration is None else
                             f"Auto calibrated: {calibration.describe()}; shipped: {shipped_value(calibration)}"
