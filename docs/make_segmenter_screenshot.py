@@ -12,26 +12,16 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
 
 import napari
 import numpy as np
 
 from napari_mentalmap._sample_data import SAMPLE_FLAIR, SAMPLE_LESIONS
-from napari_mentalmap.cli import save_window_screenshot
+from napari_mentalmap.cli import save_window_screenshot, wait_while
 from napari_mentalmap.widgets.segmenter import SegmenterWidget
 
 DOCS = Path(__file__).parent
-
-
-def wait(app, busy, timeout: float = 900.0) -> None:
-    started = time.time()
-    while busy() and time.time() - started < timeout:
-        app.processEvents()
-        time.sleep(0.01)
-    for _ in range(20):
-        app.processEvents()
 
 
 def main() -> None:
@@ -44,7 +34,6 @@ def main() -> None:
     parser.add_argument("--slice", type=int, default=30)
     args = parser.parse_args()
     viewer = napari.Viewer(title="napari-mentalmap lesion segmenter")
-    app = napari.qt.get_qapp()
     viewer.window.resize(1600, 1000)
     [flair] = viewer.open(str(SAMPLE_FLAIR), plugin="napari-mentalmap", name="patient07 FLAIR")
     [truth] = viewer.open(str(SAMPLE_LESIONS), plugin="napari-mentalmap", name="patient07 lesions")
@@ -65,11 +54,11 @@ def main() -> None:
             widget.load_model(args.load)
         else:
             widget.train()
-        wait(app, lambda: widget.busy)
+        wait_while(lambda: widget.busy, timeout=900.0, settle=20)
         print(widget.status.text())
         widget.layer_combo.setCurrentText("patient07 FLAIR")
         widget.predict()
-        wait(app, lambda: widget.busy)
+        wait_while(lambda: widget.busy, timeout=900.0, settle=20)
         print(widget.status.text(), "|", widget.predictions.info.text())
         part.visible = labelled.visible = False
         viewer.layers["patient07 FLAIR lesion probability"].visible = False

@@ -17,16 +17,14 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
-import time
 from pathlib import Path
 
 import napari
 import numpy as np
 from napari.utils import DirectLabelColormap
-from qtpy.QtWidgets import QApplication
 
 from napari_mentalmap._sample_data import sample_flair_with_lesions
-from napari_mentalmap.cli import save_window_screenshot
+from napari_mentalmap.cli import save_window_screenshot, wait_while
 from napari_mentalmap.inference.jobs import run_to_completion
 from napari_mentalmap.widgets.anomaly import DEFAULT_METHOD, anomaly_job, prepared_anomaly_job
 
@@ -64,9 +62,7 @@ def main() -> None:
         widget.labels_layer.data[:] = np.asarray(lesions.data) > 0
         widget.labels_layer.refresh()
         widget.calibration.calibrate()  # a job in the dock's worker: let the event loop run it
-        while widget.busy:
-            QApplication.processEvents()
-            time.sleep(0.01)
+        wait_while(lambda: widget.busy, settle=0)
         print(widget.calibration.status.text())
     widget.set_auto_threshold()
     busiest = int(np.argmax((np.asarray(lesions.data) > 0).sum(axis=(1, 2))))

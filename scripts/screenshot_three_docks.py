@@ -21,18 +21,9 @@ from pathlib import Path
 import napari
 
 from napari_mentalmap._sample_data import sample_flair_with_lesions, sample_t1
-from napari_mentalmap.cli import save_window_screenshot
+from napari_mentalmap.cli import save_window_screenshot, wait_while
 
 DOCKS = ("Mental maps (BRUNO)", "Anomaly maps", "Latent explorer (slice VAE)")
-
-
-def wait(app, busy, timeout: float = 300.0) -> None:
-    started = time.time()
-    while busy() and time.time() - started < timeout:
-        app.processEvents()
-        time.sleep(0.01)
-    for _ in range(10):
-        app.processEvents()
 
 
 def save_stacked(viewer, app, path: Path) -> None:
@@ -67,21 +58,21 @@ def main() -> None:
         docks[title] = (dock, widget)
     mental, anomaly, explorer = (docks[t][1] for t in DOCKS)
     mental.layer_combo.setCurrentText("sample T1")
-    wait(app, lambda: mental.busy)
+    wait_while(lambda: mental.busy)
     mental.contexts.evenly_spaced(5)
     mental.run("mean")
-    wait(app, lambda: mental.busy)
+    wait_while(lambda: mental.busy)
     anomaly.layer_combo.setCurrentText("sample FLAIR")
     anomaly.truth_combo.setCurrentText("sample lesions")
     anomaly.compute()
-    wait(app, lambda: anomaly.busy)
+    wait_while(lambda: anomaly.busy)
     anomaly.set_auto_threshold()
     viewer.layers.selection.active = viewer.layers["sample T1"]
-    wait(app, lambda: explorer.loading)  # the model loads in a worker thread
+    wait_while(lambda: explorer.loading)  # the model loads in a worker thread
     explorer.encode_current_slice()
-    wait(app, lambda: explorer.busy)
+    wait_while(lambda: explorer.busy)
     explorer.sample_slices()
-    wait(app, lambda: explorer.busy)
+    wait_while(lambda: explorer.busy)
     out = Path(args.out)
     if args.stacked:
         save_stacked(viewer, app, out / f"screenshot_docks_{screen.width()}x{screen.height()}.png")

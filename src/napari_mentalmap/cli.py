@@ -11,7 +11,7 @@ import argparse
 import importlib
 import platform
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import metadata
 from pathlib import Path
 
@@ -98,6 +98,21 @@ def setup_demo_viewer(viewer, run_widgets: bool = False):
             if callable(getattr(widget, "run_demo", None)):
                 widget.run_demo()
     return viewer
+
+
+def wait_while(busy: Callable[[], bool], timeout: float = 300.0, settle: int = 10) -> None:
+    """Run the Qt event loop while ``busy()`` (at most ``timeout`` s), then ``settle`` more
+    turns: for scripts that drive the docks without ``napari.run`` (screenshots)."""
+    import time
+
+    from napari.qt import get_qapp
+
+    app, started = get_qapp(), time.time()
+    while busy() and time.time() - started < timeout:
+        app.processEvents()
+        time.sleep(0.01)
+    for _ in range(settle):
+        app.processEvents()
 
 
 def save_window_screenshot(viewer, path: str | Path) -> Path:
