@@ -53,9 +53,8 @@ def compare(folder: Path) -> None:
     from napari_mentalmap.evaluation.per_scan_auto import (
         SDS_GRID,
         dice_at_thresholds,
-        rule_thresholds,
     )
-    from napari_mentalmap.inference.anomaly_methods import GATED_METHOD
+    from napari_mentalmap.inference.anomaly_methods import GATED_METHOD, per_scan_thresholds
     from napari_mentalmap.inference.scan_threshold import bulk_fit
 
     fixed = np.round(np.arange(0.60, 1.0001, 0.01), 2)
@@ -66,8 +65,8 @@ def compare(folder: Path) -> None:
         gated, mask, truth = case["gated"], case["mask"], case["truth"]
         bulk = bulk_fit(case["intensity"], mask)
         tables["intensity fit (shipped)"].append(dice_at_thresholds(
-            gated, truth, rule_thresholds(gated, mask, SDS_GRID, GATED_METHOD, bulk)))
-        tables["gated map's own fit (stop 25-30)"].append(dice_at_thresholds(gated, truth, rule_thresholds(gated, mask)))
+            gated, truth, per_scan_thresholds(GATED_METHOD, SDS_GRID, gated, mask, bulk)))
+        tables["gated map's own fit (stop 25-30)"].append(dice_at_thresholds(gated, truth, per_scan_thresholds("", SDS_GRID, gated, mask)))
         tables["fixed"].append(dice_at_thresholds(gated, truth, fixed))
         groups.append(_group(str(case["subject"])))
     print(f"{len(groups)} cases from {folder}")

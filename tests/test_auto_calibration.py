@@ -12,6 +12,7 @@ from napari_mentalmap.inference.anomaly_jobs import auto_text, shipped_auto_thre
 from napari_mentalmap.inference.anomaly_methods import (
     GATED_METHOD,
     INTENSITY_METHOD,
+    auto_key,
     auto_threshold,
     per_scan_threshold,
 )
@@ -22,7 +23,6 @@ from napari_mentalmap.inference.auto_calibration import (
     CalibrationError,
     calibrate_auto,
     calibrated_threshold,
-    calibration_key,
     forget_calibration,
     load_calibrations,
     save_calibration,
@@ -89,8 +89,8 @@ def test_calibrations_round_trip_and_replace_the_shipped_auto(tmp_path) -> None:
     save_calibration(tumour, path)
     loaded = load_calibrations(path)
     assert loaded == {lesions.key: lesions, tumour.key: tumour}
-    assert calibration_key("dae2d", "positive", "lesions") == "dae2d|positive|lesions"
-    assert calibration_key(GATED_METHOD, "positive", "lesions") == lesions.key  # no score for the gated method
+    assert auto_key("dae2d", "positive", "lesions") == "dae2d|positive|lesions"
+    assert auto_key(GATED_METHOD, "positive", "lesions") == lesions.key  # no score for the gated method
 
     class Result:  # what the job hands over
         pass

@@ -28,6 +28,7 @@ from ..inference.anomaly_methods import (
     GATED_METHOD,
     INTENSITY_METHOD,
     SCORELESS_METHODS,
+    auto_key,
     per_scan_thresholds,
     scan_auto_threshold,
 )
@@ -69,21 +70,16 @@ def dice_at_thresholds(anomaly: np.ndarray, truth: np.ndarray, thresholds,
     return np.array([dice(updater.update(float(t), min_size) > 0, truth) for t in thresholds])
 
 
-def rule_thresholds(anomaly: np.ndarray, mask: np.ndarray, grid=SDS_GRID, method: str = "",
-                    intensity_bulk: tuple[float, float] | None = None) -> np.ndarray:
-    """The per-scan threshold of ``method`` at every ``grid`` SDs (``per_scan_threshold``; a model
-    or an empty ``method`` fits its own map). Raises ``ScanThresholdError`` when it cannot fit."""
-    return per_scan_thresholds(method, grid, anomaly, mask, intensity_bulk)
-
-
 def sds_dice_table(maps: list[np.ndarray], volumes: list, grid=SDS_GRID, method: str = "",
                    bulks: list | None = None) -> np.ndarray:
     """Dice of every volume (rows) at the per-scan threshold of every ``grid`` SDs (columns,
-    :func:`rule_thresholds`; ``bulks``: the results' ``intensity_bulk``); 0 where it cannot fit."""
+    ``per_scan_thresholds`` of ``method``; an empty one, or a model, fits its own map; ``bulks``:
+    the results' ``intensity_bulk``); 0 where it cannot fit."""
     rows = []
     for i, (anomaly, volume) in enumerate(zip(maps, volumes, strict=True)):
         try:
-            thresholds = rule_thresholds(anomaly, volume.mask, grid, method, None if bulks is None else bulks[i])
+            thresholds = per_scan_thresholds(method, grid, anomaly, volume.mask,
+                                             None if bulks is None else bulks[i])
         except ScanThresholdError:
             rows.append(np.zeros(len(grid)))
             continue
@@ -131,7 +127,7 @@ def per_scan_choices(methods: tuple[str, ...] | None = None, log: Callable[[str]
 
 def shipped_sds_table(rows: list[dict]) -> dict[str, float]:
     """``rows`` as the ``PER_SCAN_SDS`` dict of :mod:`..inference.anomaly_methods`."""
-    return {f"{r['method']}|{r['score']}|{r['target']}": r["sds"] for r in rows if r["rule"] == "per scan"}
+    return {auto_key(r["method"], r["score"], r["target"]): r["sds"] for r in rows if r["rule"] == "per scan"}
 
 
 def calibrated_rows(method: str, residual: str, target: str, results: list, volumes: list,

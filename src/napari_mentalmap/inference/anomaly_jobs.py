@@ -19,6 +19,7 @@ from .anomaly_methods import (
     GATED_MODEL,
     INTENSITY_METHOD,
     TARGETS,
+    auto_key,
     scan_auto_threshold,
     weights_path,
 )
@@ -26,7 +27,6 @@ from .auto_calibration import (
     AutoCalibration,
     CalibratedThreshold,
     calibrated_threshold,
-    calibration_key,
 )
 from .jobs import Progress
 from .labels import LabelUpdater
@@ -79,7 +79,7 @@ def shipped_auto_thresholds(method: str, residual: str, result: AnomalyResult,
     out, with the reason in ``result.warnings``."""
     found = {}
     for target in TARGETS:
-        calibration = (calibrations or {}).get(calibration_key(method, residual, target))
+        calibration = (calibrations or {}).get(auto_key(method, residual, target))
         try:
             found[target] = (scan_auto_threshold(method, residual, target, result.anomaly, result.brain_mask,
                                                  result.intensity_bulk) if calibration is None else

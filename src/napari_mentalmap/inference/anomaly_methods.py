@@ -95,10 +95,19 @@ AUTO_THRESHOLDS: dict[str, float] = {
 on the validation FLAIRs by ``mentalmap eval uad-auto`` (see ``evaluation.auto_thresholds``)."""
 
 
+def score_of(method: str, residual: str) -> str:
+    """The score part of an Auto key: empty for the methods without a score choice."""
+    return "" if method in SCORELESS_METHODS else residual
+
+
+def auto_key(method: str, residual: str, target: str) -> str:
+    """``"method|score|target"``, the key of the Auto tables and of the user's calibrations."""
+    return f"{method}|{score_of(method, residual)}|{target}"
+
+
 def auto_threshold(method: str, residual: str, target: str) -> float | None:
     """The shipped Auto threshold of a method, score and target (None when there is none)."""
-    score = "" if method in SCORELESS_METHODS else residual
-    return AUTO_THRESHOLDS.get(f"{method}|{score}|{target}")
+    return AUTO_THRESHOLDS.get(auto_key(method, residual, target))
 
 
 PER_SCAN_SDS: dict[str, float] = {
@@ -112,8 +121,7 @@ PER_SCAN_SDS: dict[str, float] = {
 
 def per_scan_sds(method: str, residual: str, target: str) -> float | None:
     """The per-scan Auto's SDs of a method, score and target (None: it keeps its fixed Auto)."""
-    score = "" if method in SCORELESS_METHODS else residual
-    return PER_SCAN_SDS.get(f"{method}|{score}|{target}")
+    return PER_SCAN_SDS.get(auto_key(method, residual, target))
 
 
 def per_scan_threshold(method: str, sds: float, anomaly: np.ndarray, mask: np.ndarray,

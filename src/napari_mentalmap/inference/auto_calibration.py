@@ -22,11 +22,12 @@ from pathlib import Path
 import numpy as np
 
 from .anomaly_methods import (
-    SCORELESS_METHODS,
+    auto_key,
     auto_threshold,
     per_scan_sds,
     per_scan_threshold,
     per_scan_thresholds,
+    score_of,
 )
 from .jobs import Progress, run_to_completion
 from .labels import DEFAULT_MIN_SIZE, LabelUpdater
@@ -61,17 +62,12 @@ class AutoCalibration:
 
     @property
     def key(self) -> str:
-        return calibration_key(self.method, self.score, self.target)
+        return auto_key(self.method, self.score, self.target)
 
     def describe(self) -> str:
         """One line for the dock and the CLI."""
         value = f"{self.sds:g} SDs" if self.sds is not None else f"threshold {self.threshold:.3g}"
         return f"{value}, learned from {self.source} (Dice {self.dice:.2f} there)"
-
-
-def calibration_key(method: str, residual: str, target: str) -> str:
-    """``"method|score|target"`` (the score empty for the methods without one), as the Auto tables."""
-    return f"{method}|{'' if method in SCORELESS_METHODS else residual}|{target}"
 
 
 @dataclass
@@ -103,7 +99,7 @@ def calibration_search(method: str, residual: str, target: str, anomaly: np.ndar
         raise CalibrationError(f"the labels {labels.shape} and the anomaly map {anomaly.shape} differ in shape")
     if not labels.any():
         raise CalibrationError("the labels are empty: keep or paint this scan's lesions first, then calibrate")
-    score = "" if method in SCORELESS_METHODS else residual
+    score = score_of(method, residual)
     if per_scan_sds(method, residual, target) is not None:
         thresholds = per_scan_thresholds(method, SDS_CHOICES, anomaly, mask, intensity_bulk)
         return CalibrationSearch(method, score, target, anomaly, labels, SDS_CHOICES, thresholds, True,

@@ -39,12 +39,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
     """Exit 0 with the calibration printed (and saved), 2 with the reason when the inputs cannot
     calibrate (unreadable, another grid, empty labels, a map that cannot be fitted)."""
     from ..device import pick_device
-    from ..inference.anomaly import (
-        anomaly_map,
-        gated_intensity_map,
-        intensity_anomaly_map,
-        load_anomaly_model,
-    )
+    from ..inference.anomaly import load_anomaly_model
     from ..inference.anomaly_methods import GATED_METHOD, GATED_MODEL, INTENSITY_METHOD
     from ..inference.auto_calibration import (
         CalibrationError,
@@ -55,7 +50,8 @@ def run_calibrate(args: argparse.Namespace) -> int:
     from ..inference.jobs import run_to_completion
     from ..inference.scan_threshold import ScanThresholdError
     from ..io.nifti import VolumeReadError, read_volume
-    from ..training.segmenter_commands import GRID_TOLERANCE
+    from ..training.segmenter_commands import off_grid
+    from .commands import method_job
 
     if args.threads:
         import torch
@@ -65,19 +61,14 @@ def run_calibrate(args: argparse.Namespace) -> int:
     try:
         image = read_volume(args.input)
         labels = read_volume(args.labels, as_labels=True)
-        offset = float(np.abs(np.asarray(image.affine, float) - np.asarray(labels.affine, float)).max())
-        if labels.data.shape != image.data.shape or offset > GRID_TOLERANCE * min(image.spacing):
+        if labels.data.shape != image.data.shape or off_grid(image, labels) is not None:
             raise CalibrationError(f"{Path(args.labels).name} is not on the grid of {Path(args.input).name} "
                                    "(shape or position): resample the labels onto the FLAIR first")
         data = np.nan_to_num(np.asarray(image.data, np.float32), nan=0.0, posinf=0.0, neginf=0.0)
         device = pick_device(args.device)
-        if method == INTENSITY_METHOD:
-            job = intensity_anomaly_map(data, image.spacing, device=device)
-        else:
-            model = load_anomaly_model(GATED_MODEL if method == GATED_METHOD else method, device)
-            job = (gated_intensity_map(data, image.spacing, model, device=device) if method == GATED_METHOD
-                   else anomaly_map(data, image.spacing, model, device=device))
-        result = run_to_completion(job)
+        model = (None if method == INTENSITY_METHOD
+                 else load_anomaly_model(GATED_MODEL if method == GATED_METHOD else method, device))
+        result = run_to_completion(method_job(method, data, image.spacing, model, device))
         calibration = calibrate_auto(method, "positive", args.target, result.anomaly, result.brain_mask,
                                      labels.data, result.intensity_bulk, source=Path(args.input).name)
     except (VolumeReadError, CalibrationError, ScanThresholdError, OSError) as error:

@@ -57,6 +57,19 @@ def _anomaly_threshold(args: argparse.Namespace, method: str, model) -> dict | N
     return {"value": float(value), "chosen": chosen}
 
 
+def method_job(method: str, data: np.ndarray, spacing: tuple[float, float, float], model, device):
+    """The anomaly-map job of ``method`` as ``predict`` runs it: the intensity method (no model),
+    the gated method on the DAE ``model``, or the map of any other loaded ``model``."""
+    from ..inference.anomaly import anomaly_map, gated_intensity_map, intensity_anomaly_map
+    from ..inference.anomaly_methods import GATED_METHOD, INTENSITY_METHOD
+
+    if method == INTENSITY_METHOD:
+        return intensity_anomaly_map(data, spacing, device=device)
+    if method == GATED_METHOD:
+        return gated_intensity_map(data, spacing, model, device=device)
+    return anomaly_map(data, spacing, model, device=device)
+
+
 def run_anomaly(args: argparse.Namespace) -> int:
     """``mentalmap predict anomaly``; with ``--labels TARGET`` also the labels at that target's
     Auto threshold (or ``--threshold``), small components removed, as in the dock."""
@@ -75,7 +88,6 @@ def run_anomaly(args: argparse.Namespace) -> int:
         return None if intensity else load_anomaly_model(source, device)
 
     def make_process(device, model):
-        from ..inference.anomaly import anomaly_map, gated_intensity_map, intensity_anomaly_map
         from ..inference.anomaly_methods import per_scan_threshold
         from ..inference.jobs import run_to_completion
         from ..inference.labels import DEFAULT_MIN_SIZE, threshold_labels
@@ -83,10 +95,7 @@ def run_anomaly(args: argparse.Namespace) -> int:
         threshold = _anomaly_threshold(args, method, model)
 
         def process(volume, outputs: InputOutputs) -> None:
-            job = (intensity_anomaly_map(volume.data, volume.spacing, device=device) if intensity
-                   else gated_intensity_map(volume.data, volume.spacing, model, device=device) if gated
-                   else anomaly_map(volume.data, volume.spacing, model, device=device))
-            result = run_to_completion(job)
+            result = run_to_completion(method_job(method, volume.data, volume.spacing, model, device))
             cut = threshold if threshold is None or threshold["value"] is not None else {  # per scan, before any file
                 **threshold, "value": float(per_scan_threshold(method, threshold["sds"], result.anomaly,
                                                                result.brain_mask, result.intensity_bulk))}

@@ -27,6 +27,15 @@ GRID_TOLERANCE = 0.1
 """Largest offset between the image's and the labels' affines, as a fraction of the smallest voxel size."""
 
 
+def off_grid(image, labels) -> float | None:
+    """The largest difference of two volumes' affines when it exceeds ``GRID_TOLERANCE`` of the
+    image's smallest voxel (the labels are elsewhere or of another voxel size), else None."""
+    import numpy as np
+
+    offset = float(np.abs(np.asarray(image.affine, float) - np.asarray(labels.affine, float)).max())
+    return offset if offset > GRID_TOLERANCE * min(image.spacing) else None
+
+
 def _collect(specs: list[str]) -> list[Path]:
     """The volume files named by several folder, file or glob arguments, once each, sorted."""
     found: dict[Path, None] = {}
@@ -109,8 +118,8 @@ def load_pair(image_path: Path, labels_path: Path, check_contrast: bool = True, 
         raise SegmenterInputError(f"{image_path.name} looks like a label map, not a FLAIR image")
     labels = read_volume(labels_path, as_labels=True)
     lesions = check_labels(image.data.shape, labels.data, labels_path.name)
-    offset = float(np.abs(np.asarray(image.affine, float) - np.asarray(labels.affine, float)).max())
-    if offset > GRID_TOLERANCE * min(image.spacing):
+    offset = off_grid(image, labels)
+    if offset is not None:
         raise SegmenterInputError(f"{labels_path.name}: same shape but another position or voxel size than "
                                   f"its image (affines differ by up to {offset:.3g}); resample the labels "
                                   "onto the image first")

@@ -14,12 +14,11 @@ from typing import Any
 import numpy as np
 from qtpy.QtWidgets import QLabel, QPushButton
 
-from ..inference.anomaly_methods import scan_auto_threshold
+from ..inference.anomaly_methods import auto_key, scan_auto_threshold
 from ..inference.auto_calibration import (
     AutoCalibration,
     CalibrationError,
     calibrated_threshold,
-    calibration_key,
     calibration_search,
     forget_calibration,
     load_calibrations,
@@ -60,7 +59,7 @@ class AutoCalibrationControls:
 
     def _key(self) -> str | None:
         result = self.dock.current
-        return None if result is None else calibration_key(result.method, result.residual, self.dock.target)
+        return None if result is None else auto_key(result.method, result.residual, self.dock.target)
 
     def refresh(self) -> None:
         """Enable the buttons for the current result and say which Auto is in use."""
@@ -122,7 +121,7 @@ class AutoCalibrationControls:
         """Re-compute the Auto of ``key``'s target for every result of its method in the dock."""
         method, score, target = key.split("|")
         for result in self.dock.results.values():
-            if calibration_key(result.method, result.residual, target) != key:
+            if auto_key(result.method, result.residual, target) != key:
                 continue
             anomaly = result.labels.proposal.anomaly
             try:
